@@ -1,0 +1,138 @@
+#!/usr/bin/env python3
+"""The onnx-model charm: one Juju application per ONNX defect model, routed at /model/<name>/.
+
+Every event leads to one idempotent reconcile: validate config, render the
+objects, server-side apply them, prune what is no longer rendered, then
+report what the cluster is really serving.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import ops
+
+from cluster import Cluster, ClusterError, TrustRequired
+from manifests import PREDICTOR, S3_KEYS, labels, render, s3_secret_name
+from model_config import ModelConfig
+from serving_status import assess
+
+log = logging.getLogger(__name__)
+
+STATUS = {"active": ops.ActiveStatus, "waiting": ops.WaitingStatus, "blocked": ops.BlockedStatus}
+
+
+class ConfigBlocked(Exception):
+    """Config that passed type checks but cannot be acted on (e.g. a secret not granted)."""
+
+
+class OnnxModelCharm(ops.CharmBase):
+    """Keeps a SeldonDeployment and a VirtualService in step with the application's config."""
+
+    def __init__(self, framework: ops.Framework) -> None:
+        super().__init__(framework)
+        self.cluster = Cluster()
+        for event in (
+            self.on.install,
+            self.on.config_changed,
+            self.on.upgrade_charm,
+            self.on.leader_elected,
+            self.on.update_status,
+            self.on.secret_changed,
+        ):
+            framework.observe(event, self._reconcile)
+        framework.observe(self.on.remove, self._on_remove)
+
+    @property
+    def namespace(self) -> str:
+        return self.model.name
+
+    def _reconcile(self, _: ops.EventBase) -> None:
+        config = self.load_config(ModelConfig, errors="blocked")
+        try:
+            if self.unit.is_leader():
+                self._apply(config)
+            self._report(config)
+        except TrustRequired:
+            self.unit.status = ops.BlockedStatus(
+                f"cannot reach the Kubernetes API (403): run juju trust {self.app.name} --scope=cluster"
+            )
+        except ConfigBlocked as exc:
+            self.unit.status = ops.BlockedStatus(str(exc))
+        except ClusterError as exc:
+            # Applying is idempotent: the next event (at the latest update-status) finishes the job.
+            log.warning("reconcile incomplete, retried on the next event: %s", exc)
+            self.unit.status = ops.WaitingStatus(f"Kubernetes API: {exc}; retrying")
+
+    def _apply(self, config: ModelConfig) -> None:
+        objects = render(self.app.name, self.namespace, _options(config))
+        if config.uses_s3:
+            objects.insert(0, self._s3_secret(config))
+        for obj in objects:
+            self.cluster.apply(obj)
+        self._prune(keep={(o["kind"], o["metadata"]["name"]) for o in objects})
+
+    def _s3_secret(self, config: ModelConfig) -> dict:
+        """The s3 credentials as a Kubernetes Secret, read from the Juju secret named in config."""
+        if config.s3_credentials is None:
+            raise ConfigBlocked(
+                "s3-credentials: model-uri is s3:// but no secret is set: juju add-secret, "
+                f"juju grant-secret <id> {self.app.name}, juju config {self.app.name} s3-credentials=<id>"
+            )
+        try:
+            content = config.s3_credentials.get_content(refresh=True)
+        except (ops.SecretNotFoundError, ops.ModelError):
+            raise ConfigBlocked(
+                f"s3-credentials: secret not found or not granted: juju grant-secret <id> {self.app.name}"
+            ) from None
+        missing = [k for k in S3_KEYS if not content.get(k)]
+        if missing:
+            raise ConfigBlocked(f"s3-credentials: the secret lacks the key(s) {', '.join(missing)}")
+        return {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {
+                "name": s3_secret_name(self.app.name),
+                "namespace": self.namespace,
+                "labels": labels(self.app.name, self.namespace),
+            },
+            "type": "Opaque",
+            "stringData": {k: content[k] for k in S3_KEYS},
+        }
+
+    def _prune(self, keep: set[tuple[str, str]]) -> None:
+        for api_version, kind, name in self.cluster.owned(self.namespace, labels(self.app.name, self.namespace)):
+            if (kind, name) not in keep:
+                log.info("pruning %s %s, no longer rendered", kind, name)
+                self.cluster.delete(api_version, kind, name, self.namespace)
+
+    def _report(self, config: ModelConfig) -> None:
+        name = config.model_name or self.app.name
+        sdep = self.cluster.get("machinelearning.seldon.io/v1", "SeldonDeployment", name, self.namespace)
+        pods = self.cluster.pods(
+            self.namespace, {"seldon-deployment-id": name, "seldon-app": f"{name}-{PREDICTOR}"}
+        )
+        serving = assess(name, config.effective_sha256, sdep, pods)
+        self.unit.status = STATUS[serving.kind](serving.message)
+        if serving.kind == "active":
+            self.unit.set_workload_version(config.effective_sha256[:12])
+
+    def _on_remove(self, _: ops.RemoveEvent) -> None:
+        """Leave nothing behind; every unit may try, deletes are idempotent."""
+        try:
+            self._prune(keep=set())
+        except (TrustRequired, ClusterError) as exc:
+            log.error("could not delete this application's objects: %s", exc)
+
+
+def _options(config: ModelConfig) -> dict:
+    """The config as render() takes it; the secret never goes into rendered objects."""
+    return {
+        field: getattr(config, field)
+        for field in config.__dataclass_fields__
+        if field != "s3_credentials"
+    }
+
+
+if __name__ == "__main__":  # pragma: nocover
+    ops.main(OnnxModelCharm)

@@ -1,0 +1,197 @@
+"""The one place where a model's Kubernetes shape is decided.
+
+``render()`` is pure: no ops, no cluster. The charm applies what it
+returns; the local site translates the same objects into processes and
+Envoy routes. Nothing else builds these objects.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from model_config import ModelConfig
+
+SELDON_API = "machinelearning.seldon.io/v1"
+ISTIO_API = "networking.istio.io/v1beta1"  # what Istio 1.17 (istio-pilot 1.17/stable) serves
+PREDICTOR = "default"
+CONTAINER = "model"
+MODEL_PORT = 9000  # the wrapper's REST port inside the pod
+EXECUTOR_PORT = 8000  # the Seldon executor Service port
+SHA_LABEL = "onnx-model.juju.is/model-sha256"
+APP_LABEL = "app.juju.is/created-by"
+MODEL_LABEL = "app.juju.is/model"
+MANAGED_LABEL = "app.kubernetes.io/managed-by"
+MANAGER = "onnx-model-charm"
+ROUTE_TIMEOUT = "30s"
+S3_KEYS = ("access-key-id", "secret-access-key")
+
+
+def prefix(model_name: str) -> str:
+    """The URL prefix a model answers under."""
+    return f"/model/{model_name}/"
+
+
+def s3_secret_name(app: str) -> str:
+    """The Kubernetes Secret holding an application's s3 credentials (created by the charm)."""
+    return f"{app}-s3-credentials"
+
+
+def labels(app: str, namespace: str) -> dict[str, str]:
+    """Labels on every object of one application; pruning selects on them."""
+    return {APP_LABEL: app, MODEL_LABEL: namespace, MANAGED_LABEL: MANAGER}
+
+
+def render(name: str, namespace: str, config: dict[str, Any]) -> list[dict[str, Any]]:
+    """Render [SeldonDeployment, VirtualService] for application ``name``.
+
+    ``config`` holds Juju option names (``model-uri``) or field names
+    (``model_uri``); defaults are applied here and invalid values raise
+    ValueError naming the option.
+    """
+    cfg = ModelConfig.from_options({k.replace("_", "-"): v for k, v in config.items()})
+    model_name = cfg.model_name or name
+    if len(model_name) > 40:
+        raise ValueError(f"model-name: {model_name!r} is longer than 40 characters; set model-name")
+    meta_labels = labels(name, namespace)
+    return [
+        seldon_deployment(name, model_name, namespace, cfg, meta_labels),
+        virtual_service(model_name, namespace, cfg, meta_labels),
+    ]
+
+
+def seldon_deployment(
+    app: str, model_name: str, namespace: str, cfg: ModelConfig, meta_labels: dict[str, str]
+) -> dict[str, Any]:
+    sha = cfg.effective_sha256
+    return {
+        "apiVersion": SELDON_API,
+        "kind": "SeldonDeployment",
+        "metadata": {"name": model_name, "namespace": namespace, "labels": dict(meta_labels)},
+        "spec": {
+            "name": model_name,
+            "annotations": {"seldon.io/rest-timeout": "30000"},
+            "predictors": [
+                {
+                    "name": PREDICTOR,
+                    "replicas": cfg.replicas,
+                    "labels": {**meta_labels, SHA_LABEL: sha[:16]},
+                    "componentSpecs": [{"spec": _pod_spec(app, model_name, cfg)}],
+                    "graph": {
+                        "name": CONTAINER,
+                        "type": "MODEL",
+                        "endpoint": {"type": "REST"},
+                        "parameters": _parameters(model_name, cfg),
+                        "children": [],
+                    },
+                }
+            ],
+        },
+    }
+
+
+def _parameters(model_name: str, cfg: ModelConfig) -> list[dict[str, str]]:
+    """Graph parameters: the wrapper passes them to DefectModel(**kwargs)."""
+    params = [
+        ("model_uri", "STRING", cfg.effective_uri),
+        ("model_sha256", "STRING", cfg.effective_sha256),
+        ("model_name", "STRING", model_name),
+        ("model_version", "STRING", cfg.model_version or cfg.effective_sha256[:12]),
+        ("confidence_threshold", "FLOAT", repr(float(cfg.confidence_threshold))),
+        ("iou_threshold", "FLOAT", repr(float(cfg.iou_threshold))),
+        ("input_size", "INT", str(int(cfg.input_size))),
+        ("max_pixels", "INT", str(int(cfg.max_image_pixels))),
+    ]
+    return [{"name": n, "type": t, "value": v} for n, t, v in params]
+
+
+def _pod_spec(app: str, model_name: str, cfg: ModelConfig) -> dict[str, Any]:
+    env = [
+        {"name": "GUNICORN_WORKERS", "value": str(cfg.workers)},
+        {"name": "GUNICORN_THREADS", "value": "1"},
+        {"name": "INCLUDE_METRICS_IN_CLIENT_RESPONSE", "value": "false"},
+    ]
+    if cfg.uses_s3:
+        secret = s3_secret_name(app)
+        env += [
+            {"name": "AWS_ACCESS_KEY_ID", "valueFrom": {"secretKeyRef": {"name": secret, "key": S3_KEYS[0]}}},
+            {"name": "AWS_SECRET_ACCESS_KEY", "valueFrom": {"secretKeyRef": {"name": secret, "key": S3_KEYS[1]}}},
+        ]
+        if cfg.s3_endpoint:
+            env.append({"name": "S3_ENDPOINT_URL", "value": cfg.s3_endpoint})
+    resources = {"cpu": cfg.cpu, "memory": cfg.memory}
+    return {
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": 10001,
+            "runAsGroup": 10001,
+            "fsGroup": 10001,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "terminationGracePeriodSeconds": 30,
+        "containers": [
+            {
+                "name": CONTAINER,
+                "image": cfg.server_image,
+                "imagePullPolicy": "IfNotPresent",
+                "env": env,
+                "resources": {"requests": dict(resources), "limits": dict(resources)},
+                # Ready = verified, loaded and warmed up (DefectModel.health_status).
+                "readinessProbe": _http_probe("/health/status", period=5, failures=3),
+                # Alive = the wrapper answers; a model that is refused stays alive and unready.
+                "livenessProbe": _http_probe("/health/ping", period=10, failures=6),
+                # A slow download on a bad link must not be killed by the liveness probe.
+                "startupProbe": _http_probe("/health/ping", period=5, failures=60),
+                # Keep serving while the endpoint removal reaches the gateway.
+                "lifecycle": {"preStop": {"exec": {"command": ["sleep", "5"]}}},
+                "securityContext": {
+                    "allowPrivilegeEscalation": False,
+                    "readOnlyRootFilesystem": True,
+                    "capabilities": {"drop": ["ALL"]},
+                },
+                "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+            }
+        ],
+        "volumes": [{"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}}],
+    }
+
+
+def _http_probe(path: str, period: int, failures: int) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": MODEL_PORT, "scheme": "HTTP"},
+        "periodSeconds": period,
+        "timeoutSeconds": 3,
+        "failureThreshold": failures,
+        "successThreshold": 1,
+    }
+
+
+def virtual_service(
+    model_name: str, namespace: str, cfg: ModelConfig, meta_labels: dict[str, str]
+) -> dict[str, Any]:
+    host = f"{model_name}-{PREDICTOR}.{namespace}.svc.cluster.local"
+    return {
+        "apiVersion": ISTIO_API,
+        "kind": "VirtualService",
+        "metadata": {"name": model_name, "namespace": namespace, "labels": dict(meta_labels)},
+        "spec": {
+            "gateways": [cfg.gateway],
+            "hosts": ["*"],
+            "http": [
+                {
+                    "name": model_name,
+                    "match": [{"uri": {"prefix": prefix(model_name)}}],
+                    "rewrite": {"uri": "/"},
+                    "route": [
+                        {"destination": {"host": host, "port": {"number": EXECUTOR_PORT}}, "weight": 100}
+                    ],
+                    "timeout": ROUTE_TIMEOUT,
+                    # A pod leaving during a rollout resets its connections; retry those, not 4xx.
+                    "retries": {
+                        "attempts": 2,
+                        "perTryTimeout": "15s",
+                        "retryOn": "connect-failure,refused-stream,reset,unavailable",
+                    },
+                }
+            ],
+        },
+    }

@@ -1,0 +1,175 @@
+"""The charm's config options as one validated dataclass.
+
+Importable without ops: the local site validates a bundle's options with
+the same class, so both refuse the same values with the same words.
+Every error names the option (as the user types it) and what is wrong.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any
+from urllib.parse import urlparse
+
+# The scratch detector that the server image carries; see models/scratch-detector/model.yaml.
+DEFAULT_MODEL_URI = "file:///opt/models/scratch-detector/model-int8.onnx"
+DEFAULT_MODEL_SHA256 = "0000000000000000000000000000000000000000000000000000000000000000"
+DEFAULT_SERVER_IMAGE = "ghcr.io/edge-mlops/defect-server:0.1.0"
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_CPU = re.compile(r"^([0-9]+(\.[0-9]{1,3})?|[0-9]+m)$")
+_MEMORY = re.compile(r"^[0-9]+(Ki|Mi|Gi|Ti|k|M|G|T)?$")
+_IMAGE = re.compile(r"^[a-z0-9][a-z0-9._/:@-]*[a-zA-Z0-9_.-]*$")
+_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+MODEL_NAME_MAX = 40  # Seldon derives longer names (<sdep>-default-0-model-...) from it
+
+
+def _invalid(option: str, problem: str) -> ValueError:
+    return ValueError(f"{option}: {problem}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """One onnx-model application's options; field names are the option names with '_'."""
+
+    model_name: str = ""
+    model_uri: str = ""
+    model_sha256: str = ""
+    model_version: str = ""
+    server_image: str = DEFAULT_SERVER_IMAGE
+    replicas: int = 1
+    workers: int = 1
+    confidence_threshold: float = 0.25
+    iou_threshold: float = 0.45
+    input_size: int = 0
+    max_image_pixels: int = 25_000_000
+    cpu: str = "1"
+    memory: str = "1Gi"
+    gateway: str = "kubeflow/kubeflow-gateway"
+    s3_endpoint: str = ""
+    s3_credentials: Any = None  # ops.Secret in the charm; never rendered
+
+    def __post_init__(self) -> None:
+        for check in (
+            self._check_name,
+            self._check_model,
+            self._check_numbers,
+            self._check_resources,
+            self._check_routing,
+        ):
+            check()
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any]) -> ModelConfig:
+        """Build from Juju-style option names (``model-uri``); unknown names are an error."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {}
+        for key, value in options.items():
+            attr = key.replace("-", "_")
+            if attr not in known:
+                raise _invalid(key, "is not an option of the onnx-model charm")
+            kwargs[attr] = value
+        try:
+            return cls(**kwargs)
+        except TypeError as exc:  # a wrong type given by hand (bundles are YAML)
+            raise ValueError(str(exc)) from None
+
+    # --- checks ---------------------------------------------------------------
+
+    def _check_name(self) -> None:
+        if self.model_name and (
+            len(self.model_name) > MODEL_NAME_MAX or not _DNS_LABEL.match(self.model_name)
+        ):
+            raise _invalid(
+                "model-name",
+                f"{self.model_name!r} must be lowercase letters, digits and '-', "
+                f"at most {MODEL_NAME_MAX} characters (it is the URL segment /model/<name>/)",
+            )
+
+    def _check_model(self) -> None:
+        uri, sha = self.model_uri.strip(), self.model_sha256.strip()
+        if uri != self.model_uri or any(c.isspace() for c in uri):
+            raise _invalid("model-uri", "must not contain spaces")
+        if not uri:
+            if sha:
+                raise _invalid("model-sha256", "is set but model-uri is empty: set both or neither")
+            return
+        parsed = urlparse(uri)
+        if parsed.scheme not in ("file", "http", "https", "s3"):
+            raise _invalid("model-uri", f"scheme must be file://, http(s):// or s3://, got {uri!r}")
+        if parsed.scheme in ("http", "https", "s3") and not parsed.netloc:
+            raise _invalid("model-uri", f"{uri!r} has no host or bucket")
+        if parsed.scheme in ("file", "s3") and not parsed.path.strip("/"):
+            raise _invalid("model-uri", f"{uri!r} names no file")
+        if not sha:
+            raise _invalid(
+                "model-sha256",
+                "is required when model-uri is set: give the file's sha256 (sha256sum <file>)",
+            )
+        if not _SHA256.match(sha):
+            raise _invalid("model-sha256", "must be 64 lowercase hex digits (the output of sha256sum)")
+        if self.model_version and not _VERSION.match(self.model_version):
+            raise _invalid("model-version", "must be 1-63 letters, digits, '.', '_' or '-'")
+
+    def _check_numbers(self) -> None:
+        _in_range("replicas", self.replicas, 1, 20, integer=True)
+        _in_range("workers", self.workers, 1, 8, integer=True)
+        _in_range("max-image-pixels", self.max_image_pixels, 1, 200_000_000, integer=True)
+        _in_range("confidence-threshold", self.confidence_threshold, 0.0, 1.0, open_low=True)
+        _in_range("iou-threshold", self.iou_threshold, 0.0, 1.0, open_low=True)
+        if self.input_size != 0:
+            _in_range("input-size", self.input_size, 32, 4096, integer=True)
+            if self.input_size % 32:
+                raise _invalid("input-size", "must be 0 (from the model) or a multiple of 32")
+
+    def _check_resources(self) -> None:
+        if not _CPU.match(self.cpu) or float(self.cpu.rstrip("m") or 0) <= 0:
+            raise _invalid("cpu", f"{self.cpu!r} is not a CPU quantity such as 1, 0.5 or 500m")
+        if not _MEMORY.match(self.memory) or int(re.sub(r"\D", "", self.memory)) <= 0:
+            raise _invalid("memory", f"{self.memory!r} is not a memory quantity such as 512Mi or 1Gi")
+        if not self.server_image or not _IMAGE.match(self.server_image):
+            raise _invalid("server-image", f"{self.server_image!r} is not an image reference")
+
+    def _check_routing(self) -> None:
+        parts = self.gateway.split("/")
+        if len(parts) != 2 or not all(_DNS_LABEL.match(p) for p in parts):
+            raise _invalid("gateway", f"{self.gateway!r} must be <namespace>/<gateway-name>")
+        if self.s3_endpoint:
+            parsed = urlparse(self.s3_endpoint)
+            if parsed.scheme not in ("http", "https") or not parsed.netloc:
+                raise _invalid("s3-endpoint", f"{self.s3_endpoint!r} must be an http(s):// URL")
+
+    # --- derived values -------------------------------------------------------
+
+    @property
+    def effective_uri(self) -> str:
+        """The URI served: the configured one, or the model inside the server image."""
+        return self.model_uri or DEFAULT_MODEL_URI
+
+    @property
+    def effective_sha256(self) -> str:
+        return self.model_sha256 or DEFAULT_MODEL_SHA256
+
+    @property
+    def uses_s3(self) -> bool:
+        return self.effective_uri.startswith("s3://")
+
+
+def _in_range(
+    option: str,
+    value: Any,
+    low: float,
+    high: float,
+    integer: bool = False,
+    open_low: bool = False,
+) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _invalid(option, f"must be a number, got {value!r}")
+    if integer and value != int(value):
+        raise _invalid(option, f"must be a whole number, got {value!r}")
+    too_low = value <= low if open_low else value < low
+    if too_low or value > high:
+        bracket = "(" if open_low else "["
+        raise _invalid(option, f"must be in {bracket}{low:g}, {high:g}], got {value!r}")

@@ -1,0 +1,1 @@
+"""ONNX YOLOv8 defect detection behind the Seldon Core Python wrapper."""

@@ -1,0 +1,196 @@
+"""The Seldon Core Python-wrapper model class: ``seldon-core-microservice defect_server.seldon_model.DefectModel``.
+
+The wrapper owns HTTP, gRPC, health, metadata and metrics; this class owns
+what a request means. Graph parameters of the SeldonDeployment arrive as
+keyword arguments (see ``charms/onnx-model/src/manifests.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from typing import Any
+
+from flask import Blueprint, jsonify, request
+from google.protobuf import json_format
+from seldon_core.flask_utils import SeldonMicroserviceException
+from seldon_core.proto import prediction_pb2
+from seldon_core.utils import grpc_datadef_to_array
+
+from .detector import Detector, Thresholds, default_threads
+from .errors import BadInput, ModelRejected
+from .image_input import DecodedImage, Limits, decode_image_bytes, from_request, validate_array
+from .model_source import FetchLimits, fetch_verified
+
+log = logging.getLogger("defect_server")
+
+
+class DefectModel:
+    """Serves one verified YOLOv8 ONNX model; refuses to be ready with anything else."""
+
+    def __init__(
+        self,
+        model_uri: str = "",
+        model_sha256: str = "",
+        model_name: str = "model",
+        model_version: str = "",
+        confidence_threshold: float = 0.25,
+        iou_threshold: float = 0.45,
+        input_size: int = 0,
+        max_pixels: int = Limits.max_pixels,
+        max_request_bytes: int = Limits.max_bytes,
+        max_model_bytes: int = FetchLimits.max_bytes,
+        download_timeout_s: float = FetchLimits.timeout_s,
+        threads: int = 0,
+    ) -> None:
+        self.model_uri = model_uri
+        self.model_sha256 = model_sha256.strip().lower()
+        self.model_name = model_name
+        self.model_version = model_version or self.model_sha256[:12]
+        self.thresholds = Thresholds(float(confidence_threshold), float(iou_threshold))
+        self.input_size = int(input_size)
+        self.limits = Limits(max_pixels=int(max_pixels), max_bytes=int(max_request_bytes))
+        self.fetch_limits = FetchLimits(int(max_model_bytes), float(download_timeout_s))
+        workers = int(os.environ.get("GUNICORN_WORKERS", "1") or 1)
+        self.threads = int(threads) or default_threads(workers)
+        self.detector: Detector | None = None
+        self.not_ready_reason = "model not loaded yet"
+        self._load_lock = threading.Lock()
+        self.model_error_handler = self._request_guard()
+
+    # --- lifecycle -------------------------------------------------------------
+
+    def load(self) -> None:
+        """Fetch, verify, load and warm up; on any failure stay unready and say why.
+
+        Raising here would make the wrapper's worker exit and restart in a
+        loop; staying up with a failing health check keeps the old pods
+        serving (the new one is never Ready) and keeps the reason visible.
+        """
+        with self._load_lock:
+            if self.detector is not None:
+                return
+            try:
+                if not self.model_uri:
+                    raise ModelRejected("model_uri is empty: set the model's URI and its sha256")
+                data = fetch_verified(self.model_uri, self.model_sha256, self.fetch_limits)
+                self.detector = Detector(data, threads=self.threads, input_size=self.input_size)
+            except ModelRejected as exc:
+                self.not_ready_reason = str(exc)
+                log.error("MODEL REJECTED, not serving: %s", exc)
+                return
+            h, w = self.detector.input_hw
+            log.info(
+                "model %s version %s sha256 %s loaded: input %dx%d, classes %s, %d thread(s)",
+                self.model_name,
+                self.model_version,
+                self.model_sha256,
+                h,
+                w,
+                self.detector.names,
+                self.threads,
+            )
+
+    def health_status(self) -> dict:
+        """Ready means verified, loaded and warmed up; the readiness probe calls this."""
+        if self.detector is None:
+            raise SeldonMicroserviceException(
+                f"not ready: {self.not_ready_reason}", status_code=503, reason="MODEL_NOT_READY"
+            )
+        return {"ready": True, "model": self._model_info()}
+
+    def init_metadata(self) -> dict:
+        return {
+            "name": self.model_name,
+            "versions": [self.model_version],
+            "platform": "onnxruntime",
+            "inputs": [{"messagetype": "binData"}, {"messagetype": "jsonData"}],
+            "outputs": [{"messagetype": "jsonData"}],
+            "custom": {"sha256": self.model_sha256},
+        }
+
+    def _model_info(self) -> dict:
+        return {"name": self.model_name, "version": self.model_version, "sha256": self.model_sha256}
+
+    # --- requests --------------------------------------------------------------
+
+    def predict_raw(self, message: Any) -> Any:
+        """Both REST (a dict) and gRPC (a SeldonMessage) land here."""
+        if isinstance(message, prediction_pb2.SeldonMessage):
+            return json_format.ParseDict(self._answer(lambda: self._image_from_proto(message)), prediction_pb2.SeldonMessage())
+        return self._answer(lambda: from_request(message, self.limits, self._input_hw()))
+
+    def _answer(self, get_image) -> dict:
+        """One request, end to end; errors become Seldon status answers with a 4xx/5xx code."""
+        if self.detector is None:
+            return _failure(503, "MODEL_NOT_READY", f"not ready: {self.not_ready_reason}")
+        started = time.perf_counter()
+        try:
+            image = get_image()
+        except BadInput as exc:
+            return _failure(exc.status, "BAD_INPUT", str(exc))
+        detections, inference_ms = self.detector.detect(image, self.thresholds)
+        total_ms = (time.perf_counter() - started) * 1000.0
+        return {
+            "jsonData": {
+                "detections": [d.to_json() for d in detections],
+                "model": self._model_info(),
+                "image": {"width": image.original_width, "height": image.original_height},
+                "inference_ms": round(inference_ms, 2),
+            },
+            "meta": {
+                "metrics": [
+                    {"type": "COUNTER", "key": "defect_images_total", "value": 1},
+                    {"type": "COUNTER", "key": "defect_detections_total", "value": len(detections)},
+                    {"type": "TIMER", "key": "defect_inference_ms", "value": inference_ms},
+                    {"type": "TIMER", "key": "defect_request_ms", "value": total_ms},
+                ]
+            },
+        }
+
+    def _input_hw(self) -> tuple[int, int]:
+        assert self.detector is not None
+        return self.detector.input_hw
+
+    def _image_from_proto(self, msg: prediction_pb2.SeldonMessage) -> DecodedImage:
+        kind = msg.WhichOneof("data_oneof")
+        if kind == "binData":
+            return decode_image_bytes(msg.binData, self.limits, self._input_hw())
+        if kind == "jsonData":
+            return from_request({"jsonData": json_format.MessageToDict(msg.jsonData)}, self.limits, self._input_hw())
+        if kind == "data":
+            try:
+                array = grpc_datadef_to_array(msg.data)
+            except Exception:
+                raise BadInput("data", "cannot be read as an array") from None
+            return validate_array(array, self.limits, "data")
+        raise BadInput("request", f"no image: send binData, jsonData.image or data (got {kind})")
+
+    def _request_guard(self) -> Blueprint:
+        """Refuse oversized bodies before Flask reads them; the wrapper registers this blueprint."""
+        guard = Blueprint("defect_request_guard", __name__)
+        limit = self.limits.max_bytes * 4 // 3 + 64 * 1024  # base64 and JSON framing
+
+        @guard.before_app_request
+        def _limit_body():
+            length = request.content_length
+            if length is not None and length > limit:
+                body = _failure(413, "BAD_INPUT", f"request body: {length} bytes is over the limit of {limit}")
+                response = jsonify(body)
+                response.status_code = 413
+                return response
+            return None
+
+        return guard
+
+
+def _failure(code: int, reason: str, info: str) -> dict:
+    """Seldon's status format, with the HTTP code the wrapper copies into the response."""
+    return {
+        "status": {"code": code, "info": info, "reason": reason, "status": "FAILURE"},
+        "meta": {
+            "metrics": [{"type": "COUNTER", "key": "defect_errors_total", "value": 1, "tags": {"reason": reason}}]
+        },
+    }

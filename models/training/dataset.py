@@ -1,0 +1,117 @@
+"""COCO metal-tag annotations -> an ultralytics YOLO data set, split by photograph.
+
+Several images are crops of one photograph (``...-cropped-left-top.jpg``);
+splitting by image would leak a photograph into both train and validation
+and inflate the validation mAP, so the split is made on the photograph id.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+CROP_MARK = "-cropped"
+
+
+@dataclass(frozen=True)
+class Box:
+    """A box in original-image pixels: left, top, width, height."""
+
+    left: float
+    top: float
+    width: float
+    height: float
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One labelled photo."""
+
+    path: Path
+    width: int
+    height: int
+    boxes: tuple[Box, ...]
+
+    @property
+    def photograph(self) -> str:
+        """The id of the photograph this image was cropped from."""
+        return self.path.name.split(CROP_MARK)[0]
+
+
+def load_coco(data_dir: Path) -> tuple[list[Sample], list[str]]:
+    """Read ``annotations.json`` and return the samples and class names (by category id order)."""
+    coco = json.loads((data_dir / "annotations.json").read_text())
+    categories = sorted(coco["categories"], key=lambda c: c["id"])
+    class_index = {c["id"]: i for i, c in enumerate(categories)}
+    if len(categories) != 1:
+        raise ValueError(f"expected one category (scratch), found {len(categories)}")
+    boxes: dict[int, list[Box]] = {}
+    for ann in coco["annotations"]:
+        if class_index[ann["category_id"]] != 0:
+            continue
+        boxes.setdefault(ann["image_id"], []).append(Box(*map(float, ann["bbox"])))
+    samples = [
+        Sample(
+            path=data_dir / "images" / img["file_name"],
+            width=int(img["width"]),
+            height=int(img["height"]),
+            boxes=tuple(boxes.get(img["id"], ())),
+        )
+        for img in coco["images"]
+    ]
+    return samples, [c["name"] for c in categories]
+
+
+def split_by_photograph(
+    samples: list[Sample], val_fraction: float, seed: int
+) -> tuple[list[Sample], list[Sample]]:
+    """Deterministic split that keeps every crop of a photograph on one side."""
+    photographs = sorted({s.photograph for s in samples})
+    random.Random(seed).shuffle(photographs)
+    n_val = max(1, round(len(photographs) * val_fraction))
+    val_photos = set(photographs[:n_val])
+    train = [s for s in samples if s.photograph not in val_photos]
+    val = [s for s in samples if s.photograph in val_photos]
+    return train, val
+
+
+def _yolo_label_lines(sample: Sample) -> list[str]:
+    lines = []
+    for b in sample.boxes:
+        cx = (b.left + b.width / 2) / sample.width
+        cy = (b.top + b.height / 2) / sample.height
+        lines.append(
+            f"0 {cx:.6f} {cy:.6f} {b.width / sample.width:.6f} {b.height / sample.height:.6f}"
+        )
+    return lines
+
+
+def write_yolo_dataset(
+    train: list[Sample], val: list[Sample], names: list[str], out_dir: Path
+) -> Path:
+    """Lay the split out the way ultralytics expects and return the data yaml path."""
+    for split, samples in (("train", train), ("val", val)):
+        img_dir = out_dir / "images" / split
+        lbl_dir = out_dir / "labels" / split
+        img_dir.mkdir(parents=True, exist_ok=True)
+        lbl_dir.mkdir(parents=True, exist_ok=True)
+        for s in samples:
+            shutil.copy2(s.path, img_dir / s.path.name)
+            (lbl_dir / f"{s.path.stem}.txt").write_text("\n".join(_yolo_label_lines(s)))
+    data_yaml = out_dir / "data.yaml"
+    data_yaml.write_text(
+        yaml.safe_dump(
+            {
+                "path": str(out_dir.resolve()),
+                "train": "images/train",
+                "val": "images/val",
+                "names": dict(enumerate(names)),
+            }
+        )
+    )
+    return data_yaml

@@ -1,0 +1,211 @@
+"""render(): the objects a model becomes, checked against the CRDs and what a user relies on."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from manifests import S3_KEYS, SHA_LABEL, render
+from model_config import DEFAULT_MODEL_SHA256, DEFAULT_MODEL_URI
+from support.crd_schema import CrdViolation, validate
+
+ROOT = Path(__file__).resolve().parents[2]
+SHA = "a" * 64
+S3 = {"model-uri": "s3://models/scratch/v2.onnx", "model-sha256": SHA}
+
+
+def sdep_and_vs(config: dict, name: str = "scratch", ns: str = "kubeflow"):
+    sdep, vs = render(name, ns, config)
+    assert (sdep["kind"], vs["kind"]) == ("SeldonDeployment", "VirtualService")
+    return sdep, vs
+
+
+def container(sdep: dict) -> dict:
+    return sdep["spec"]["predictors"][0]["componentSpecs"][0]["spec"]["containers"][0]
+
+
+def params(sdep: dict) -> dict:
+    return {p["name"]: p["value"] for p in sdep["spec"]["predictors"][0]["graph"]["parameters"]}
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {},
+        {"model-uri": "https://models.example/scratch.onnx", "model-sha256": SHA, "replicas": 3},
+        {**S3, "s3-endpoint": "http://minio.kubeflow:9000"},
+        {"model-name": "dent", "cpu": "500m", "memory": "768Mi", "workers": 2, "input-size": 640},
+    ],
+)
+def test_every_rendered_object_fits_its_crd(config):
+    for obj in render("scratch", "kubeflow", config):
+        validate(obj)
+
+
+def test_validation_catches_a_misspelt_field():
+    sdep, vs = sdep_and_vs({})
+    container(sdep)["readinessProbe"]["httpget"] = {"path": "/"}
+    with pytest.raises(CrdViolation, match="httpget"):
+        validate(sdep)
+    vs["spec"]["http"][0]["timout"] = "3s"
+    with pytest.raises(CrdViolation, match="timout"):
+        validate(vs)
+
+
+def test_default_serves_the_image_model_with_its_digest():
+    sdep, _ = sdep_and_vs({})
+    assert params(sdep)["model_uri"] == DEFAULT_MODEL_URI
+    assert params(sdep)["model_sha256"] == DEFAULT_MODEL_SHA256
+
+
+def test_default_model_digest_matches_the_shipped_model_card():
+    card = yaml.safe_load((ROOT / "models/scratch-detector/model.yaml").read_text())
+    variant = next(v for v in card["variants"] if DEFAULT_MODEL_URI.endswith(v["file"]))
+    assert variant["sha256"] == DEFAULT_MODEL_SHA256
+
+
+def test_graph_parameters_carry_the_model_and_thresholds():
+    sdep, _ = sdep_and_vs(
+        {
+            "model-uri": "https://m.example/v2.onnx",
+            "model-sha256": SHA,
+            "confidence-threshold": 0.4,
+            "iou-threshold": 0.6,
+            "input-size": 320,
+            "max-image-pixels": 1000,
+        }
+    )
+    assert params(sdep) == {
+        "model_uri": "https://m.example/v2.onnx",
+        "model_sha256": SHA,
+        "model_name": "scratch",
+        "model_version": SHA[:12],
+        "confidence_threshold": "0.4",
+        "iou_threshold": "0.6",
+        "input_size": "320",
+        "max_pixels": "1000",
+    }
+    graph = sdep["spec"]["predictors"][0]["graph"]
+    assert graph["type"] == "MODEL" and graph["name"] == container(sdep)["name"]
+    assert "implementation" not in graph  # our own image, not a prepackaged server
+
+
+def test_route_matches_only_its_own_prefix_and_rewrites_to_root():
+    _, vs = sdep_and_vs({"model-name": "dent"}, name="app2", ns="factory")
+    (route,) = vs["spec"]["http"]
+    assert route["match"] == [{"uri": {"prefix": "/model/dent/"}}]
+    assert route["rewrite"] == {"uri": "/"}
+    assert route["route"][0]["destination"] == {
+        "host": "dent-default.factory.svc.cluster.local",
+        "port": {"number": 8000},
+    }
+    assert vs["spec"]["gateways"] == ["kubeflow/kubeflow-gateway"]
+
+
+def test_gateway_is_configurable():
+    _, vs = sdep_and_vs({"gateway": "istio-system/edge"})
+    assert vs["spec"]["gateways"] == ["istio-system/edge"]
+
+
+def test_probes_make_ready_mean_verified_and_loaded():
+    c = container(sdep_and_vs({})[0])
+    assert c["readinessProbe"]["httpGet"]["path"] == "/health/status"
+    assert c["livenessProbe"]["httpGet"]["path"] == "/health/ping"
+    assert c["startupProbe"]["failureThreshold"] * c["startupProbe"]["periodSeconds"] >= 300
+
+
+def test_resources_and_workers_come_from_config():
+    c = container(sdep_and_vs({"cpu": "2", "memory": "2Gi", "workers": 2, "replicas": 3})[0])
+    assert c["resources"] == {"requests": {"cpu": "2", "memory": "2Gi"}, "limits": {"cpu": "2", "memory": "2Gi"}}
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["GUNICORN_WORKERS"] == "2"
+
+
+def test_pod_runs_non_root_with_read_only_root_filesystem():
+    sdep, _ = sdep_and_vs({})
+    pod = sdep["spec"]["predictors"][0]["componentSpecs"][0]["spec"]
+    c = container(sdep)
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] != 0
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    assert c["securityContext"]["allowPrivilegeEscalation"] is False
+    assert c["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    assert {"name": "tmp", "mountPath": "/tmp"} in c["volumeMounts"]
+
+
+def test_s3_credentials_are_referenced_never_inlined():
+    sdep, _ = sdep_and_vs({**S3, "s3-endpoint": "http://minio:9000", "s3-credentials": "SECRET-OBJECT"})
+    env = {e["name"]: e for e in container(sdep)["env"]}
+    assert env["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"] == {"name": "scratch-s3-credentials", "key": S3_KEYS[0]}
+    assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["key"] == S3_KEYS[1]
+    assert env["S3_ENDPOINT_URL"]["value"] == "http://minio:9000"
+    assert "SECRET-OBJECT" not in json.dumps(sdep)
+
+
+def test_non_s3_models_get_no_credentials():
+    env = {e["name"] for e in container(sdep_and_vs({})[0])["env"]}
+    assert not env & {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+
+
+def test_pods_carry_the_model_digest_so_status_reports_what_serves():
+    sdep, _ = sdep_and_vs({"model-uri": "file:///m.onnx", "model-sha256": SHA})
+    assert sdep["spec"]["predictors"][0]["labels"][SHA_LABEL] == SHA[:16]
+
+
+def test_objects_are_labelled_with_application_and_model():
+    for obj in render("scratch", "factory", {}):
+        assert obj["metadata"]["labels"]["app.juju.is/created-by"] == "scratch"
+        assert obj["metadata"]["labels"]["app.juju.is/model"] == "factory"
+        assert obj["metadata"]["namespace"] == "factory"
+
+
+def test_render_is_deterministic_and_accepts_field_names():
+    assert render("a", "b", {"model_uri": "file:///x.onnx", "model_sha256": SHA}) == render(
+        "a", "b", {"model-uri": "file:///x.onnx", "model-sha256": SHA}
+    )
+
+
+@pytest.mark.parametrize(
+    "config, option",
+    [
+        ({"model-name": "Has_Caps"}, "model-name"),
+        ({"model-name": "x" * 41}, "model-name"),
+        ({"model-uri": "ftp://host/m.onnx", "model-sha256": SHA}, "model-uri"),
+        ({"model-uri": "https:///m.onnx", "model-sha256": SHA}, "model-uri"),
+        ({"model-uri": "s3://bucket", "model-sha256": SHA}, "model-uri"),
+        ({"model-uri": "file:///m.onnx "}, "model-uri"),
+        ({"model-uri": "https://h/m.onnx"}, "model-sha256"),
+        ({"model-uri": "https://h/m.onnx", "model-sha256": "abc"}, "model-sha256"),
+        ({"model-uri": "https://h/m.onnx", "model-sha256": "A" * 64}, "model-sha256"),
+        ({"model-sha256": SHA}, "model-sha256"),
+        ({"model-uri": "file:///m.onnx", "model-sha256": SHA, "model-version": "v 2"}, "model-version"),
+        ({"replicas": 0}, "replicas"),
+        ({"replicas": 21}, "replicas"),
+        ({"workers": 0}, "workers"),
+        ({"confidence-threshold": 0.0}, "confidence-threshold"),
+        ({"confidence-threshold": 1.5}, "confidence-threshold"),
+        ({"iou-threshold": -0.1}, "iou-threshold"),
+        ({"input-size": 300}, "input-size"),
+        ({"input-size": 8192}, "input-size"),
+        ({"max-image-pixels": 0}, "max-image-pixels"),
+        ({"cpu": "lots"}, "cpu"),
+        ({"cpu": "0"}, "cpu"),
+        ({"memory": "1 GB"}, "memory"),
+        ({"server-image": ""}, "server-image"),
+        ({"gateway": "kubeflow-gateway"}, "gateway"),
+        ({"s3-endpoint": "minio:9000"}, "s3-endpoint"),
+        ({"replica": 2}, "replica"),
+    ],
+)
+def test_invalid_options_are_named_in_the_error(config, option):
+    with pytest.raises(ValueError) as err:
+        render("scratch", "kubeflow", config)
+    assert str(err.value).startswith(f"{option}: ")
+
+
+def test_long_application_name_needs_a_model_name():
+    with pytest.raises(ValueError, match="^model-name: "):
+        render("a" * 45, "kubeflow", {})
+    assert render("a" * 45, "kubeflow", {"model-name": "short"})[0]["metadata"]["name"] == "short"
