@@ -111,7 +111,9 @@ def decode_image_bytes(data: bytes, limits: Limits, target_hw: tuple[int, int]) 
             pixels = np.asarray(rgb)
     except BadInput:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise BadInput(field, f"image is over the limit of {limits.max_pixels} pixels", 413) from None
+    except UnidentifiedImageError:
         raise BadInput(field, "is not a JPEG or PNG image") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise BadInput(field, f"image is corrupt or truncated ({exc})") from None
