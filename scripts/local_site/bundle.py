@@ -1,0 +1,127 @@
+"""Read bundle.yaml, merge overlays the way `juju deploy --overlay` does, apply --set like `juju config`.
+
+Only applications of our onnx-model charm run locally; the charm's own
+charmcraft.yaml gives option names and types, so a typo is an error here
+as it would be on a real site.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .venvs import ROOT
+
+CHARMCRAFT = ROOT / "charms" / "onnx-model" / "charmcraft.yaml"
+CHARM_NAME = "onnx-model"
+
+
+class BundleError(ValueError):
+    """A bundle, overlay or --set that cannot be used; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class ModelApp:
+    """One onnx-model application and its options as Juju would hold them."""
+
+    name: str
+    options: dict[str, Any]
+
+
+def option_types() -> dict[str, str]:
+    options = yaml.safe_load(CHARMCRAFT.read_text())["config"]["options"]
+    return {name: spec["type"] for name, spec in options.items()}
+
+
+def load(bundle: Path, overlays: list[Path] = (), sets: list[str] = ()) -> list[ModelApp]:
+    """The onnx-model applications of bundle + overlays, with --set overrides applied."""
+    merged = _read(bundle)
+    for overlay in overlays:
+        merged = merge(merged, _read(overlay))
+    apps = {name: spec for name, spec in (merged.get("applications") or {}).items() if is_ours(spec)}
+    options = {name: dict(spec.get("options") or {}) for name, spec in apps.items()}
+    for item in sets:
+        app, option, value = parse_set(item)
+        if app not in options:
+            raise BundleError(f"--set {item}: no onnx-model application {app!r} in the bundle")
+        options[app][option] = value
+    types = option_types()
+    for app, opts in options.items():
+        for option, value in opts.items():
+            if option not in types:
+                raise BundleError(f"application {app}: {option}: is not an option of the onnx-model charm")
+            opts[option] = coerce(app, option, value, types[option])
+    return [ModelApp(name, options[name]) for name in sorted(options)]
+
+
+def is_ours(spec: dict[str, Any]) -> bool:
+    charm = str((spec or {}).get("charm", ""))
+    base = Path(charm).name
+    return base == CHARM_NAME or base.startswith(CHARM_NAME + "_") or base == f"{CHARM_NAME}.charm"
+
+
+def merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
+    """Juju's overlay rules: applications merge key by key; null removes one; relations append."""
+    out = copy.deepcopy(base)
+    apps = out.setdefault("applications", {})
+    for name, spec in (overlay.get("applications") or {}).items():
+        if spec is None:
+            apps.pop(name, None)
+            continue
+        current = apps.setdefault(name, {})
+        for key, value in spec.items():
+            if key == "options" and isinstance(value, dict):
+                current.setdefault("options", {}).update(value)
+            else:
+                current[key] = value
+    out["relations"] = list(out.get("relations") or []) + list(overlay.get("relations") or [])
+    return out
+
+
+def parse_set(item: str) -> tuple[str, str, str]:
+    key, sep, value = item.partition("=")
+    app, dot, option = key.partition(".")
+    if not sep or not dot or not app or not option:
+        raise BundleError(f"--set {item!r}: expected <application>.<option>=<value>")
+    return app, option, value
+
+
+def coerce(app: str, option: str, value: Any, kind: str) -> Any:
+    """A value as Juju would type it for the option."""
+    where = f"application {app}: {option}"
+    try:
+        if kind == "int":
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(value)
+        if kind == "float":
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if kind == "boolean":
+            if isinstance(value, bool):
+                return value
+            if str(value).lower() in ("true", "false"):
+                return str(value).lower() == "true"
+            raise ValueError
+        if kind == "secret":
+            raise BundleError(f"{where}: Juju secrets do not exist on the local site; set AWS_* in its environment")
+        return "" if value is None else str(value)
+    except (TypeError, ValueError):
+        raise BundleError(f"{where}: {value!r} is not a valid {kind}") from None
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise BundleError(f"{path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise BundleError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise BundleError(f"{path}: a bundle or overlay must be a mapping")
+    return data

@@ -1,0 +1,178 @@
+"""The local site's gateway: one real Envoy (the proxy inside Istio's ingress gateway).
+
+Listeners and clusters come from files (path-based xDS) that are replaced
+atomically, so a roll changes a cluster's endpoint without restarting
+Envoy; ``apply`` returns once Envoy's admin API shows the new version live.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+import yaml
+
+from .model_server import free_port
+from .process import die_with_parent
+
+HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+MAX_REQUEST_BYTES = 32 * 1024 * 1024  # the gateway's own body limit (413 above it)
+# Below gunicorn's 2 s keep-alive: Envoy drops an idle upstream connection before the server does,
+# so a request is never sent down a connection the server is closing.
+UPSTREAM_IDLE_TIMEOUT = "1s"
+
+
+def listener(host: str, port: int, routes: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "@type": "type.googleapis.com/envoy.config.listener.v3.Listener",
+        "name": "gateway",
+        "address": {"socket_address": {"address": host, "port_value": port}},
+        "filter_chains": [
+            {
+                "filters": [
+                    {
+                        "name": "envoy.filters.network.http_connection_manager",
+                        "typed_config": {
+                            "@type": HCM,
+                            "stat_prefix": "gateway",
+                            "codec_type": "AUTO",
+                            # Istio's default path normalisation (BASE): /a/../b is /b before matching.
+                            "normalize_path": True,
+                            "merge_slashes": False,
+                            "path_with_escaped_slashes_action": "KEEP_UNCHANGED",
+                            "route_config": {
+                                "name": "local_site",
+                                "virtual_hosts": [{"name": "gateway", "domains": ["*"], "routes": routes}],
+                            },
+                            "http_filters": [
+                                {
+                                    "name": "envoy.filters.http.buffer",
+                                    "typed_config": {
+                                        "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer",
+                                        "max_request_bytes": MAX_REQUEST_BYTES,
+                                    },
+                                },
+                                {
+                                    "name": "envoy.filters.http.router",
+                                    "typed_config": {
+                                        "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+                                    },
+                                },
+                            ],
+                        },
+                    }
+                ]
+            }
+        ],
+    }
+
+
+def cluster(name: str, port: int) -> dict[str, Any]:
+    return {
+        "@type": "type.googleapis.com/envoy.config.cluster.v3.Cluster",
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}}]}],
+        },
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "common_http_protocol_options": {"idle_timeout": UPSTREAM_IDLE_TIMEOUT},
+                "explicit_http_config": {"http_protocol_options": {}},
+            }
+        },
+    }
+
+
+class Envoy:
+    """An Envoy process configured from files in ``state_dir``."""
+
+    def __init__(self, state_dir: Path, binary: Path, log_path: Path) -> None:
+        self.dir = state_dir
+        self.binary = binary
+        self.log_path = log_path
+        self.admin_port = free_port()
+        self.version = 0
+        self.proc: subprocess.Popen | None = None
+
+    def _write(self, name: str, resources: list[dict[str, Any]]) -> None:
+        tmp = self.dir / f".{name}.tmp"
+        tmp.write_text(json.dumps({"version_info": str(self.version), "resources": resources}))
+        os.replace(tmp, self.dir / name)  # atomic: Envoy sees the whole file or none of it
+
+    def apply(self, host: str, port: int, routes: list[dict[str, Any]], clusters: dict[str, int], timeout: float = 30.0) -> None:
+        """Write clusters, then the listener; wait until Envoy serves this version."""
+        self.version += 1
+        self._write("cds.json", [cluster(name, p) for name, p in sorted(clusters.items())])
+        self._write("lds.json", [listener(host, port, routes)])
+        if self.proc is None:
+            self._start()
+        self._wait_version(timeout)
+
+    def _start(self) -> None:
+        source = lambda name: {"path_config_source": {"path": str(self.dir / name), "watched_directory": {"path": str(self.dir)}}, "resource_api_version": "V3"}  # noqa: E731
+        bootstrap = {
+            "node": {"id": "local-site", "cluster": "istio-ingressgateway"},
+            "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": self.admin_port}}},
+            "dynamic_resources": {"lds_config": source("lds.json"), "cds_config": source("cds.json")},
+        }
+        path = self.dir / "bootstrap.yaml"
+        path.write_text(yaml.safe_dump(bootstrap))
+        log = open(self.log_path, "a")
+        self.proc = subprocess.Popen(
+            [str(self.binary), "-c", str(path), "--disable-hot-restart", "--log-level", "warn", "--drain-time-s", "3"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=die_with_parent,
+        )
+        log.close()
+
+    def _wait_version(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        want = str(self.version)
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"envoy exited with {self.proc.returncode}: {self.log_tail()}")
+            try:
+                dump = requests.get(f"http://127.0.0.1:{self.admin_port}/config_dump", timeout=2).json()
+                if _versions(dump) == {want}:
+                    return
+            except (requests.RequestException, ValueError):
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"envoy did not apply config version {want} in {timeout:g}s: {self.log_tail()}")
+
+    def log_tail(self, chars: int = 2000) -> str:
+        return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def _versions(dump: dict[str, Any]) -> set[str]:
+    """version_info of every active dynamic listener and cluster."""
+    found = set()
+    for config in dump.get("configs", []):
+        for c in config.get("dynamic_active_clusters", []):
+            found.add(c.get("version_info"))
+        for lst in config.get("dynamic_listeners", []):
+            active = lst.get("active_state")
+            if active is None or lst.get("warming_state"):
+                found.add("warming")
+            else:
+                found.add(active.get("version_info"))
+    return found

