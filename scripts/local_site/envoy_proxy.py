@@ -101,6 +101,8 @@ class Envoy:
         self.log_path = log_path
         self.admin_port = free_port()
         self.version = 0
+        self._clusters: dict[str, int] = {}
+        self._listener: dict[str, Any] | None = None
         self.proc: subprocess.Popen | None = None
 
     def _write(self, name: str, resources: list[dict[str, Any]]) -> None:
@@ -109,13 +111,25 @@ class Envoy:
         os.replace(tmp, self.dir / name)  # atomic: Envoy sees the whole file or none of it
 
     def apply(self, host: str, port: int, routes: list[dict[str, Any]], clusters: dict[str, int], timeout: float = 30.0) -> None:
-        """Write clusters, then the listener; wait until Envoy serves this version."""
+        """Write what changed (clusters first); return once Envoy serves exactly that.
+
+        Envoy keeps the old version_info on a resource whose content did not
+        change, so readiness is judged by content: each cluster's endpoint,
+        and the listener's version only when the listener was rewritten.
+        """
         self.version += 1
-        self._write("cds.json", [cluster(name, p) for name, p in sorted(clusters.items())])
-        self._write("lds.json", [listener(host, port, routes)])
+        new_listener = listener(host, port, routes)
+        if clusters != self._clusters:
+            self._write("cds.json", [cluster(name, p) for name, p in sorted(clusters.items())])
+            self._clusters = dict(clusters)
+        listener_version = None
+        if new_listener != self._listener:
+            self._write("lds.json", [new_listener])
+            self._listener = new_listener
+            listener_version = str(self.version)
         if self.proc is None:
             self._start()
-        self._wait_version(timeout)
+        self._wait_live(clusters, listener_version, timeout)
 
     def _start(self) -> None:
         source = lambda name: {"path_config_source": {"path": str(self.dir / name), "watched_directory": {"path": str(self.dir)}}, "resource_api_version": "V3"}  # noqa: E731
@@ -131,24 +145,29 @@ class Envoy:
             [str(self.binary), "-c", str(path), "--disable-hot-restart", "--log-level", "warn", "--drain-time-s", "3"],
             stdout=log,
             stderr=subprocess.STDOUT,
+            env={**os.environ, "LOCAL_SITE_STATE": str(self.dir)},
             preexec_fn=die_with_parent,
         )
         log.close()
 
-    def _wait_version(self, timeout: float) -> None:
+    def _wait_live(self, clusters: dict[str, int], listener_version: str | None, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        want = str(self.version)
+        admin = f"http://127.0.0.1:{self.admin_port}"
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"envoy exited with {self.proc.returncode}: {self.log_tail()}")
             try:
-                dump = requests.get(f"http://127.0.0.1:{self.admin_port}/config_dump", timeout=2).json()
-                if _versions(dump) == {want}:
-                    return
+                live = _endpoints(requests.get(f"{admin}/clusters?format=json", timeout=2).json())
+                if all(live.get(name) == {port} for name, port in clusters.items()):
+                    if listener_version is None:
+                        return
+                    dump = requests.get(f"{admin}/config_dump?resource=dynamic_listeners", timeout=2).json()
+                    if _listener_versions(dump) == {listener_version}:
+                        return
             except (requests.RequestException, ValueError):
                 pass
             time.sleep(0.1)
-        raise TimeoutError(f"envoy did not apply config version {want} in {timeout:g}s: {self.log_tail()}")
+        raise TimeoutError(f"envoy did not apply the new routes in {timeout:g}s: {self.log_tail()}")
 
     def log_tail(self, chars: int = 2000) -> str:
         return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
@@ -163,16 +182,21 @@ class Envoy:
                 self.proc.wait()
 
 
-def _versions(dump: dict[str, Any]) -> set[str]:
-    """version_info of every active dynamic listener and cluster."""
+def _endpoints(clusters_json: dict[str, Any]) -> dict[str, set[int]]:
+    """Cluster name -> the ports of its live hosts, from /clusters?format=json."""
+    out: dict[str, set[int]] = {}
+    for status in clusters_json.get("cluster_statuses", []):
+        ports = {h["address"]["socket_address"]["port_value"] for h in status.get("host_statuses", [])}
+        out[status["name"]] = ports
+    return out
+
+
+def _listener_versions(dump: dict[str, Any]) -> set[str]:
+    """version_info of the active listeners; 'warming' while a new one is not yet serving."""
     found = set()
-    for config in dump.get("configs", []):
-        for c in config.get("dynamic_active_clusters", []):
-            found.add(c.get("version_info"))
-        for lst in config.get("dynamic_listeners", []):
-            active = lst.get("active_state")
-            if active is None or lst.get("warming_state"):
-                found.add("warming")
-            else:
-                found.add(active.get("version_info"))
+    for lst in dump.get("configs", []):  # with ?resource=dynamic_listeners: one DynamicListener each
+        if lst.get("warming_state") or "active_state" not in lst:
+            found.add("warming")
+        else:
+            found.add(lst["active_state"].get("version_info"))
     return found

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import time
@@ -13,10 +12,10 @@ from pathlib import Path
 
 import requests
 
-from .process import new_session_dying_with_parent
 from .venvs import ROOT, server_python
 
 INTERFACE = "defect_server.seldon_model.DefectModel"
+GUARD = Path(__file__).resolve().parent / "guard.py"
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -62,6 +61,8 @@ class ServerProcess:
             **self.env,
         }
         cmd = [
+            str(python),
+            str(GUARD),
             str(python.parent / "seldon-core-microservice"),
             INTERFACE,
             "--http-port", str(self.http_port),
@@ -71,11 +72,9 @@ class ServerProcess:
             "--parameters", graph_parameters(self.params),
         ]  # fmt: skip
         log = open(self.log_path, "a") if self.log_path else subprocess.DEVNULL
-        # Its own session, so stopping it reaches gunicorn's workers and the gRPC/metrics children;
-        # and tied to the site, so a killed site leaves no server behind.
-        self.proc = subprocess.Popen(
-            cmd, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=new_session_dying_with_parent
-        )
+        # The guard owns the server's process group: stopping it, or killing the site, takes down
+        # gunicorn's workers and the gRPC/metrics children too.
+        self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         if self.log_path:
             log.close()
         return self
@@ -133,22 +132,19 @@ class ServerProcess:
         return "(no log)"
 
     def stop(self, grace: float = 15.0) -> None:
-        """SIGTERM the whole process group (gunicorn finishes in-flight requests), then SIGKILL."""
+        """SIGTERM via the guard (gunicorn finishes in-flight requests), SIGKILL after ``grace``."""
         if self.proc is None or self.proc.poll() is not None:
             return
+        self.proc.terminate()
         try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
             self.proc.wait(timeout=grace)
         except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-        except ProcessLookupError:
-            pass
-        finally:
-            try:  # children that outlived the leader (gRPC workers)
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
+            self.proc.terminate()  # the guard's second SIGTERM kills the group
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
 
     def __enter__(self) -> ServerProcess:
         return self.start()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ctypes
-import os
 import signal
 
 PR_SET_PDEATHSIG = 1
@@ -16,8 +15,3 @@ def die_with_parent() -> None:
     except OSError:
         pass  # not Linux: Ctrl-C and SIGTERM still stop every child
 
-
-def new_session_dying_with_parent() -> None:
-    """A process group of its own (so its workers can be signalled together), tied to the site."""
-    os.setsid()
-    die_with_parent()

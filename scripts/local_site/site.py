@@ -87,7 +87,7 @@ class Site:
         return ServerProcess(
             params=spec.params,
             workers=spec.workers,
-            env=dict(spec.env),
+            env={**dict(spec.env), "LOCAL_SITE_STATE": str(self.dir)},
             log_path=self.dir / "logs" / f"{app}-{self.generation}.log",
         ).start()
 
@@ -151,12 +151,12 @@ class Site:
         retired += [r.server for app, r in self.running.items() if app not in want]
         self.running = running
         self._route()  # Envoy now sends new requests to the new servers only
+        for app in changed:
+            self._announce(app)
         if retired:
             time.sleep(DRAIN_SECONDS)
             for server in retired:
                 server.stop()
-        for app in changed:
-            self._announce(app)
 
     def supervise(self) -> None:
         """A model server that died is restarted on the same ports (Envoy's routes stay valid)."""

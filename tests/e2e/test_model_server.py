@@ -302,3 +302,14 @@ def test_model_over_s3_loads_with_credentials_from_the_environment(synthetic_mod
     finally:
         server.stop()
 
+
+
+@pytest.mark.parametrize(
+    "method, path, status",
+    [("POST", "/api/v0.1/nothing", 404), ("GET", "/api/v0.1/predictions", 405), ("DELETE", "/predict", 405)],
+)
+def test_unknown_paths_and_methods_keep_their_4xx(synthetic_server, method, path, status):
+    resp = requests.request(method, synthetic_server.url + path, timeout=10)
+    assert resp.status_code == status
+    conforms(resp.json(), "ErrorResponse")
+    assert path in resp.json()["status"]["info"]

@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from flask import Blueprint, jsonify, request
+from werkzeug.exceptions import HTTPException
 from google.protobuf import json_format
 from seldon_core.flask_utils import SeldonMicroserviceException
 from seldon_core.proto import prediction_pb2
@@ -169,8 +170,21 @@ class DefectModel:
         raise BadInput("request", f"no image: send binData, jsonData.image or data (got {kind})")
 
     def _request_guard(self) -> Blueprint:
-        """Refuse oversized bodies before Flask reads them; the wrapper registers this blueprint."""
+        """Hooks the wrapper registers on its Flask app (as ``model_error_handler``).
+
+        Oversized bodies are refused before Flask reads them, and HTTP errors
+        (unknown path, wrong method) keep their 4xx: the wrapper's catch-all
+        handler would otherwise turn them into a 500.
+        """
         guard = Blueprint("defect_request_guard", __name__)
+
+        @guard.app_errorhandler(HTTPException)
+        def _http_error(exc: HTTPException):
+            code = exc.code or 500
+            reason = (exc.name or "HTTP_ERROR").upper().replace(" ", "_")
+            response = jsonify(_failure(code, reason, f"{request.method} {request.path}: {exc.description}"))
+            response.status_code = code
+            return response
         limit = self.limits.max_bytes * 4 // 3 + 64 * 1024  # base64 and JSON framing
 
         @guard.before_app_request
