@@ -67,9 +67,7 @@ def load_coco(data_dir: Path) -> tuple[list[Sample], list[str]]:
     return samples, [c["name"] for c in categories]
 
 
-def split_by_photograph(
-    samples: list[Sample], val_fraction: float, seed: int
-) -> tuple[list[Sample], list[Sample]]:
+def split_by_photograph(samples: list[Sample], val_fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
     """Deterministic split that keeps every crop of a photograph on one side."""
     photographs = sorted({s.photograph for s in samples})
     random.Random(seed).shuffle(photographs)
@@ -85,15 +83,11 @@ def _yolo_label_lines(sample: Sample) -> list[str]:
     for b in sample.boxes:
         cx = (b.left + b.width / 2) / sample.width
         cy = (b.top + b.height / 2) / sample.height
-        lines.append(
-            f"0 {cx:.6f} {cy:.6f} {b.width / sample.width:.6f} {b.height / sample.height:.6f}"
-        )
+        lines.append(f"0 {cx:.6f} {cy:.6f} {b.width / sample.width:.6f} {b.height / sample.height:.6f}")
     return lines
 
 
-def write_yolo_dataset(
-    train: list[Sample], val: list[Sample], names: list[str], out_dir: Path
-) -> Path:
+def write_yolo_dataset(train: list[Sample], val: list[Sample], names: list[str], out_dir: Path) -> Path:
     """Lay the split out the way ultralytics expects and return the data yaml path."""
     for split, samples in (("train", train), ("val", val)):
         img_dir = out_dir / "images" / split

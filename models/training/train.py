@@ -62,9 +62,7 @@ def export_onnx(weights: Path, out_path: Path, input_hw: tuple[int, int]) -> Pat
     os.environ.setdefault("YOLO_OFFLINE", "1")
     from ultralytics import YOLO
 
-    exported = YOLO(str(weights)).export(
-        format="onnx", imgsz=list(input_hw), opset=17, simplify=True, dynamic=False
-    )
+    exported = YOLO(str(weights)).export(format="onnx", imgsz=list(input_hw), opset=17, simplify=True, dynamic=False)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(exported, out_path)
     return out_path

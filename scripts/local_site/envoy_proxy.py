@@ -80,7 +80,13 @@ def cluster(name: str, port: int) -> dict[str, Any]:
         "connect_timeout": "1s",
         "load_assignment": {
             "cluster_name": name,
-            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}}]}],
+            "endpoints": [
+                {
+                    "lb_endpoints": [
+                        {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}}
+                    ]
+                }
+            ],
         },
         "typed_extension_protocol_options": {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
@@ -110,7 +116,9 @@ class Envoy:
         tmp.write_text(json.dumps({"version_info": str(self.version), "resources": resources}))
         os.replace(tmp, self.dir / name)  # atomic: Envoy sees the whole file or none of it
 
-    def apply(self, host: str, port: int, routes: list[dict[str, Any]], clusters: dict[str, int], timeout: float = 30.0) -> None:
+    def apply(
+        self, host: str, port: int, routes: list[dict[str, Any]], clusters: dict[str, int], timeout: float = 30.0
+    ) -> None:
         """Write what changed (clusters first); return once Envoy serves exactly that.
 
         Envoy keeps the old version_info on a resource whose content did not
@@ -132,7 +140,10 @@ class Envoy:
         self._wait_live(clusters, listener_version, timeout)
 
     def _start(self) -> None:
-        source = lambda name: {"path_config_source": {"path": str(self.dir / name), "watched_directory": {"path": str(self.dir)}}, "resource_api_version": "V3"}  # noqa: E731
+        def source(name: str) -> dict[str, Any]:
+            watched = {"path": str(self.dir / name), "watched_directory": {"path": str(self.dir)}}
+            return {"path_config_source": watched, "resource_api_version": "V3"}
+
         bootstrap = {
             "node": {"id": "local-site", "cluster": "istio-ingressgateway"},
             "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": self.admin_port}}},
@@ -140,15 +151,23 @@ class Envoy:
         }
         path = self.dir / "bootstrap.yaml"
         path.write_text(yaml.safe_dump(bootstrap))
-        log = open(self.log_path, "a")
-        self.proc = subprocess.Popen(
-            [str(self.binary), "-c", str(path), "--disable-hot-restart", "--log-level", "warn", "--drain-time-s", "3"],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "LOCAL_SITE_STATE": str(self.dir)},
-            preexec_fn=die_with_parent,
-        )
-        log.close()
+        with open(self.log_path, "a") as log:
+            self.proc = subprocess.Popen(
+                [
+                    str(self.binary),
+                    "-c",
+                    str(path),
+                    "--disable-hot-restart",
+                    "--log-level",
+                    "warn",
+                    "--drain-time-s",
+                    "3",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "LOCAL_SITE_STATE": str(self.dir)},
+                preexec_fn=die_with_parent,
+            )
 
     def _wait_live(self, clusters: dict[str, int], listener_version: str | None, timeout: float) -> None:
         deadline = time.monotonic() + timeout

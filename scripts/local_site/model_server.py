@@ -71,12 +71,10 @@ class ServerProcess:
             "--workers", str(self.workers),
             "--parameters", graph_parameters(self.params),
         ]  # fmt: skip
-        log = open(self.log_path, "a") if self.log_path else subprocess.DEVNULL
         # The guard owns the server's process group: stopping it, or killing the site, takes down
         # gunicorn's workers and the gRPC/metrics children too.
-        self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        if self.log_path:
-            log.close()
+        with open(self.log_path or os.devnull, "a") as log:
+            self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         return self
 
     def alive(self) -> bool:

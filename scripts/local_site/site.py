@@ -122,7 +122,10 @@ class Site:
         log.info("reload: reading %s and overrides", self.bundle)
         try:
             want = self.desired()
-            envoy_routes([d.virtual_service for d in want.values()], {(d.spec.service_host, EXECUTOR_PORT) for d in want.values()})
+            envoy_routes(
+                [d.virtual_service for d in want.values()],
+                {(d.spec.service_host, EXECUTOR_PORT) for d in want.values()},
+            )
         except (bundle_mod.BundleError, Untranslatable, ValueError, SiteError) as exc:
             log.error("reload refused, nothing changed: %s", exc)
             return
@@ -197,7 +200,9 @@ class Site:
 
 def parse(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="local-site", description=__doc__.splitlines()[0])
-    p.add_argument("command", nargs="?", choices=["up", "reload"], default="up", help="up (default) or reload a running site")
+    p.add_argument(
+        "command", nargs="?", choices=["up", "reload"], default="up", help="up (default) or reload a running site"
+    )
     p.add_argument("--bundle", type=Path, default=ROOT / "bundle.yaml")
     p.add_argument("--overlay", type=Path, action="append", default=[], help="an overlay, as juju deploy --overlay")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="APP.OPTION=VALUE", help="as juju config")
@@ -225,7 +230,9 @@ def send_reload(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str]) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s local-site %(levelname)s %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s local-site %(levelname)s %(message)s", stream=sys.stderr
+    )
     args = parse(argv)
     if args.command == "reload":
         return send_reload(args)
@@ -241,7 +248,9 @@ def main(argv: list[str]) -> int:
     (site.dir / "site.pid").write_text(str(os.getpid()))
     try:
         site.start()
-        log.info("serving on %s:%d; Ctrl-C stops, `scripts/local-site reload` applies config changes", args.host, args.port)
+        log.info(
+            "serving on %s:%d; Ctrl-C stops, `scripts/local-site reload` applies config changes", args.host, args.port
+        )
         while not stop.is_set():
             if reload_wanted.is_set():
                 reload_wanted.clear()

@@ -128,7 +128,9 @@ def _http_routes(http: dict[str, Any], where: str, served: set[tuple[str, int]])
             "num_retries": int(r.get("attempts", 2)),
         }
         if "perTryTimeout" in r:
-            action["retry_policy"]["per_try_timeout"] = envoy_duration(r["perTryTimeout"], f"{where}.retries.perTryTimeout")
+            action["retry_policy"]["per_try_timeout"] = envoy_duration(
+                r["perTryTimeout"], f"{where}.retries.perTryTimeout"
+            )
     rewrite = http.get("rewrite")
     if rewrite is not None:
         _only(rewrite, {"uri"}, f"{where}.rewrite")

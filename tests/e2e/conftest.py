@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from support.server_process import ROOT, ServerProcess, free_port
 from support.synthetic_yolo import build
 
@@ -122,7 +123,11 @@ def s3_store():
     )
     endpoint = f"http://127.0.0.1:{port}"
     client = boto3.client(
-        "s3", endpoint_url=endpoint, aws_access_key_id="edge", aws_secret_access_key="edge-secret", region_name="us-east-1"
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id="edge",
+        aws_secret_access_key="edge-secret",
+        region_name="us-east-1",
     )
     deadline = time.monotonic() + 30
     while True:

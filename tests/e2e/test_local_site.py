@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
+
 from conftest import photos
 from support.server_process import ROOT
 from support.site_process import SiteProcess, processes_of_site
@@ -45,7 +46,11 @@ def as_args(items: list[str]) -> list[str]:
 
 def second_model_overlay(tmp_path: Path) -> Path:
     overlay = tmp_path / "second.yaml"
-    overlay.write_text(yaml.safe_dump({"applications": {"dents": {"charm": "./build/onnx-model.charm", "options": {"model-name": "dents"}}}}))
+    overlay.write_text(
+        yaml.safe_dump(
+            {"applications": {"dents": {"charm": "./build/onnx-model.charm", "options": {"model-name": "dents"}}}}
+        )
+    )
     return overlay
 
 
@@ -131,7 +136,9 @@ def test_the_printed_curl_works(site):
 
 
 def test_gateway_limits_the_body(site):
-    resp = requests.post(site.url + "/model/scratch/api/v0.1/predictions", data=b"x" * (33 * 1024 * 1024), headers=HEADERS, timeout=60)
+    resp = requests.post(
+        site.url + "/model/scratch/api/v0.1/predictions", data=b"x" * (33 * 1024 * 1024), headers=HEADERS, timeout=60
+    )
     assert resp.status_code == 413
 
 

@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 import requests
 import yaml
-from conftest import photos, start
 from PIL import Image
+
+from conftest import photos, start
 from support.server_process import ROOT, server_python
 from support.synthetic_yolo import build
 
@@ -64,7 +65,7 @@ def test_synthetic_model_boxes_map_back_to_original_pixels(synthetic_server):
         ("dent", 0.6, expected_box(300, 200, 50, 50, scale, 0, 0)),
     ]
     assert len(dets) == len(want)
-    for det, (label, conf, box) in zip(dets, want):
+    for det, (label, conf, box) in zip(dets, want, strict=True):
         assert det["label"] == label
         assert det["confidence"] == pytest.approx(conf, abs=1e-4)
         got = (det["box"]["x"], det["box"]["y"], det["box"]["width"], det["box"]["height"])
@@ -116,7 +117,12 @@ def test_response_names_the_model_that_answered(synthetic_server, synthetic_mode
 
 def test_grpc_predict(synthetic_server):
     out = subprocess.run(
-        [str(server_python()), str(ROOT / "tests/support/grpc_predict.py"), str(synthetic_server.grpc_port), str(PHOTO.path)],
+        [
+            str(server_python()),
+            str(ROOT / "tests/support/grpc_predict.py"),
+            str(synthetic_server.grpc_port),
+            str(PHOTO.path),
+        ],
         capture_output=True,
         text=True,
         timeout=60,
@@ -193,7 +199,9 @@ BAD = [
 
 
 @pytest.mark.parametrize("case, payload, status, words", BAD, ids=[b[0] for b in BAD])
-def test_bad_input_gets_a_4xx_naming_the_problem_and_the_next_request_works(synthetic_server, case, payload, status, words):
+def test_bad_input_gets_a_4xx_naming_the_problem_and_the_next_request_works(
+    synthetic_server, case, payload, status, words
+):
     resp = predict(synthetic_server, payload)
     assert resp.status_code == status, resp.text
     body = resp.json()
@@ -301,7 +309,6 @@ def test_model_over_s3_loads_with_credentials_from_the_environment(synthetic_mod
         assert detections(predict(server, {"binData": PHOTO.b64}))
     finally:
         server.stop()
-
 
 
 @pytest.mark.parametrize(

@@ -62,9 +62,7 @@ def validate(obj: dict[str, Any]) -> None:
     schemas = _schemas()
     if key not in schemas:
         raise KeyError(f"no CRD in {CRD_DIR} serves {key}")
-    error = jsonschema.exceptions.best_match(
-        jsonschema.Draft7Validator(schemas[key]).iter_errors(obj)
-    )
+    error = jsonschema.exceptions.best_match(jsonschema.Draft7Validator(schemas[key]).iter_errors(obj))
     if error is not None:
         where = "/".join(str(p) for p in error.absolute_path) or "(root)"
         raise CrdViolation(f"{obj['kind']} {where}: {error.message[:300]}")

@@ -83,7 +83,9 @@ class FakeCluster:
 
     # --- verbs the charm uses ------------------------------------------------
 
-    def server_side_apply(self, resource: FakeResource, body: dict, namespace: str, field_manager: str, force_conflicts: bool) -> dict:
+    def server_side_apply(
+        self, resource: FakeResource, body: dict, namespace: str, field_manager: str, force_conflicts: bool
+    ) -> dict:
         self._maybe_fail("apply", resource.kind)
         if not field_manager:
             raise api_error(400, "fieldManager is required for apply patch")
@@ -101,7 +103,9 @@ class FakeCluster:
         self.objects[key] = stored
         return copy.deepcopy(stored)
 
-    def get(self, resource: FakeResource, name: str | None = None, namespace: str | None = None, label_selector: str = "") -> dict:
+    def get(
+        self, resource: FakeResource, name: str | None = None, namespace: str | None = None, label_selector: str = ""
+    ) -> dict:
         self._maybe_fail("get", resource.kind)
         if name is not None:
             obj = self.objects.get((resource.kind, namespace, name))
@@ -133,7 +137,9 @@ class FakeCluster:
         """What Seldon's operator writes into .status."""
         self.objects[("SeldonDeployment", namespace, name)]["status"] = {"state": state, "description": description}
 
-    def add_pod(self, namespace: str, sdep_name: str, sha: str, ready: bool, pod: str = "", terminating: bool = False) -> None:
+    def add_pod(
+        self, namespace: str, sdep_name: str, sha: str, ready: bool, pod: str = "", terminating: bool = False
+    ) -> None:
         """A model pod of the SeldonDeployment, labelled as Seldon labels it."""
         sdep = self.objects[("SeldonDeployment", namespace, sdep_name)]
         labels = dict(sdep["spec"]["predictors"][0]["labels"])
@@ -152,5 +158,9 @@ class FakeCluster:
 
     def remove_pods(self, namespace: str, sha: str) -> None:
         for key, obj in list(self.objects.items()):
-            if key[0] == "Pod" and key[1] == namespace and obj["metadata"]["labels"].get("onnx-model.juju.is/model-sha256") == sha[:16]:
+            if (
+                key[0] == "Pod"
+                and key[1] == namespace
+                and obj["metadata"]["labels"].get("onnx-model.juju.is/model-sha256") == sha[:16]
+            ):
                 del self.objects[key]

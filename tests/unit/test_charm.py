@@ -9,11 +9,12 @@ from __future__ import annotations
 import json
 import logging
 
-import cluster as cluster_module
 import pytest
+from ops import testing
+
+import cluster as cluster_module
 from charm import OnnxModelCharm
 from model_config import DEFAULT_MODEL_SHA256
-from ops import testing
 from support.fake_k8s import FakeCluster, Timeout, api_error
 
 NS = "kubeflow"
@@ -62,7 +63,9 @@ def test_install_applies_exactly_a_seldondeployment_and_a_virtualservice(ctx, k8
     out = ctx.run(ctx.on.install(), state())
     assert set(k8s.objects) == {("SeldonDeployment", NS, APP), ("VirtualService", NS, APP)}
     assert k8s.managers == {"onnx-model-charm"}
-    assert out.unit_status == testing.WaitingStatus(f"waiting for model {DEFAULT_MODEL_SHA256[:7]} to be ready (Seldon: Creating)")
+    assert out.unit_status == testing.WaitingStatus(
+        f"waiting for model {DEFAULT_MODEL_SHA256[:7]} to be ready (Seldon: Creating)"
+    )
 
 
 def test_config_changed_serves_the_configured_model_once_ready(ctx, k8s):
@@ -152,7 +155,9 @@ def test_seldon_failure_is_blocked_with_its_reason(ctx, k8s):
     ctx.run(ctx.on.config_changed(), state(V1))
     k8s.set_sdep_state(NS, APP, "Failed", "Deployment exceeded its progress deadline")
     out = ctx.run(ctx.on.update_status(), state(V1))
-    assert out.unit_status == testing.BlockedStatus("SeldonDeployment failed: Deployment exceeded its progress deadline")
+    assert out.unit_status == testing.BlockedStatus(
+        "SeldonDeployment failed: Deployment exceeded its progress deadline"
+    )
 
 
 # --- invalid config ----------------------------------------------------------------
@@ -324,4 +329,3 @@ def test_moving_off_s3_prunes_the_credentials(ctx, k8s):
     ctx.run(ctx.on.config_changed(), state({**S3, "s3-credentials": secret.id}, secrets={secret}))
     ctx.run(ctx.on.config_changed(), state({**V1, "s3-credentials": secret.id}, secrets={secret}))
     assert k8s.of_kind("Secret") == {}
-

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from manifests import S3_KEYS, SHA_LABEL, render
 from model_config import DEFAULT_MODEL_SHA256, DEFAULT_MODEL_URI
 from support.crd_schema import CrdViolation, validate
@@ -138,7 +139,10 @@ def test_pod_runs_non_root_with_read_only_root_filesystem():
 def test_s3_credentials_are_referenced_never_inlined():
     sdep, _ = sdep_and_vs({**S3, "s3-endpoint": "http://minio:9000", "s3-credentials": "SECRET-OBJECT"})
     env = {e["name"]: e for e in container(sdep)["env"]}
-    assert env["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"] == {"name": "scratch-s3-credentials", "key": S3_KEYS[0]}
+    assert env["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"] == {
+        "name": "scratch-s3-credentials",
+        "key": S3_KEYS[0],
+    }
     assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["key"] == S3_KEYS[1]
     assert env["S3_ENDPOINT_URL"]["value"] == "http://minio:9000"
     assert "SECRET-OBJECT" not in json.dumps(sdep)

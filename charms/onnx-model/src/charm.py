@@ -109,9 +109,7 @@ class OnnxModelCharm(ops.CharmBase):
     def _report(self, config: ModelConfig) -> None:
         name = config.model_name or self.app.name
         sdep = self.cluster.get("machinelearning.seldon.io/v1", "SeldonDeployment", name, self.namespace)
-        pods = self.cluster.pods(
-            self.namespace, {"seldon-deployment-id": name, "seldon-app": f"{name}-{PREDICTOR}"}
-        )
+        pods = self.cluster.pods(self.namespace, {"seldon-deployment-id": name, "seldon-app": f"{name}-{PREDICTOR}"})
         serving = assess(name, config.effective_sha256, sdep, pods)
         self.unit.status = STATUS[serving.kind](serving.message)
         if serving.kind == "active":
@@ -127,11 +125,7 @@ class OnnxModelCharm(ops.CharmBase):
 
 def _options(config: ModelConfig) -> dict:
     """The config as render() takes it; the secret never goes into rendered objects."""
-    return {
-        field: getattr(config, field)
-        for field in config.__dataclass_fields__
-        if field != "s3_credentials"
-    }
+    return {field: getattr(config, field) for field in config.__dataclass_fields__ if field != "s3_credentials"}
 
 
 if __name__ == "__main__":  # pragma: nocover

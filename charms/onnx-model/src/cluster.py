@@ -118,9 +118,7 @@ class Cluster:
     def pods(self, namespace: str, selector: dict[str, str]) -> list[dict[str, Any]]:
         resource = self._resource("v1", "Pod")
         label_selector = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
-        listing = self._guard(
-            lambda: self.client.get(resource, namespace=namespace, label_selector=label_selector)
-        )
+        listing = self._guard(lambda: self.client.get(resource, namespace=namespace, label_selector=label_selector))
         return _items(listing)
 
     @staticmethod
@@ -129,7 +127,7 @@ class Cluster:
         try:
             return call()
         except ForbiddenError as exc:
-            raise TrustRequired(str(getattr(exc, "summary", lambda: exc)())) from None
+            raise TrustRequired(_describe(exc)) from None
         except (NotFoundError, ResourceNotFoundError):
             raise
         except DynamicApiError as exc:

@@ -165,9 +165,7 @@ def _http_probe(path: str, period: int, failures: int) -> dict[str, Any]:
     }
 
 
-def virtual_service(
-    model_name: str, namespace: str, cfg: ModelConfig, meta_labels: dict[str, str]
-) -> dict[str, Any]:
+def virtual_service(model_name: str, namespace: str, cfg: ModelConfig, meta_labels: dict[str, str]) -> dict[str, Any]:
     host = f"{model_name}-{PREDICTOR}.{namespace}.svc.cluster.local"
     return {
         "apiVersion": ISTIO_API,
@@ -181,9 +179,7 @@ def virtual_service(
                     "name": model_name,
                     "match": [{"uri": {"prefix": prefix(model_name)}}],
                     "rewrite": {"uri": "/"},
-                    "route": [
-                        {"destination": {"host": host, "port": {"number": EXECUTOR_PORT}}, "weight": 100}
-                    ],
+                    "route": [{"destination": {"host": host, "port": {"number": EXECUTOR_PORT}}, "weight": 100}],
                     "timeout": ROUTE_TIMEOUT,
                     # A pod leaving during a rollout resets its connections; retry those, not 4xx.
                     "retries": {

@@ -79,9 +79,7 @@ class ModelConfig:
     # --- checks ---------------------------------------------------------------
 
     def _check_name(self) -> None:
-        if self.model_name and (
-            len(self.model_name) > MODEL_NAME_MAX or not _DNS_LABEL.match(self.model_name)
-        ):
+        if self.model_name and (len(self.model_name) > MODEL_NAME_MAX or not _DNS_LABEL.match(self.model_name)):
             raise _invalid(
                 "model-name",
                 f"{self.model_name!r} must be lowercase letters, digits and '-', "

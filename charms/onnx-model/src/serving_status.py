@@ -31,9 +31,7 @@ def pod_is_ready(pod: dict[str, Any]) -> bool:
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
 
-def assess(
-    model_name: str, wanted_sha: str, sdep: dict[str, Any] | None, pods: list[dict[str, Any]]
-) -> Serving:
+def assess(model_name: str, wanted_sha: str, sdep: dict[str, Any] | None, pods: list[dict[str, Any]]) -> Serving:
     """One status for the application from the SeldonDeployment and its pods."""
     if sdep is None:
         return Serving("waiting", f"waiting for SeldonDeployment {model_name} to be created")
@@ -42,9 +40,7 @@ def assess(
     if state == "Failed":
         reason = status.get("description") or "no reason given"
         return Serving("blocked", f"SeldonDeployment failed: {reason}")
-    serving = sorted(
-        {(p["metadata"].get("labels") or {}).get(SHA_LABEL, "") for p in pods if pod_is_ready(p)} - {""}
-    )
+    serving = sorted({(p["metadata"].get("labels") or {}).get(SHA_LABEL, "") for p in pods if pod_is_ready(p)} - {""})
     wanted = wanted_sha[:16]
     if not serving:
         return Serving("waiting", f"waiting for model {short(wanted)} to be ready (Seldon: {state})")

@@ -33,7 +33,8 @@ def usable_cpus() -> int:
     """
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     try:
-        quota, period = open("/sys/fs/cgroup/cpu.max").read().split()
+        with open("/sys/fs/cgroup/cpu.max") as f:
+            quota, period = f.read().split()
         if quota != "max":
             cpus = min(cpus, max(1, int(int(quota) // int(period))))
     except (OSError, ValueError):
@@ -57,9 +58,7 @@ class Detector:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 3
         try:
-            self.session = ort.InferenceSession(
-                model_bytes, sess_options=opts, providers=["CPUExecutionProvider"]
-            )
+            self.session = ort.InferenceSession(model_bytes, sess_options=opts, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises several unrelated types
             raise ModelRejected(f"not a loadable ONNX model: {str(exc).splitlines()[0]}") from None
         inputs = self.session.get_inputs()
@@ -97,9 +96,7 @@ class Detector:
         outputs = self.session.get_outputs()
         shape = outputs[0].shape
         if len(outputs) != 1 or len(shape) != 3 or not isinstance(shape[1], int) or shape[1] < 5:
-            raise ModelRejected(
-                f"not a YOLOv8 detection model: output must be (1, 4+classes, N), got {shape}"
-            )
+            raise ModelRejected(f"not a YOLOv8 detection model: output must be (1, 4+classes, N), got {shape}")
         return shape[1] - 4
 
     def _warm_up(self) -> None:

@@ -61,9 +61,7 @@ def from_request(request: Any, limits: Limits, target_hw: tuple[int, int]) -> De
         payload = request["jsonData"]
         if not isinstance(payload, dict) or "image" not in payload:
             raise BadInput("jsonData", 'must be an object with "image": base64 JPEG/PNG')
-        return decode_image_bytes(
-            _b64("jsonData.image", payload["image"], limits), limits, target_hw
-        )
+        return decode_image_bytes(_b64("jsonData.image", payload["image"], limits), limits, target_hw)
     return from_ndarray(request["data"], limits)
 
 
@@ -99,8 +97,7 @@ def decode_image_bytes(data: bytes, limits: Limits, target_hw: tuple[int, int]) 
             if width * height > limits.max_pixels:
                 raise BadInput(
                     field,
-                    f"image is {width}x{height} = {width * height} pixels, "
-                    f"over the limit of {limits.max_pixels}",
+                    f"image is {width}x{height} = {width * height} pixels, over the limit of {limits.max_pixels}",
                     413,
                 )
             if img.format == "JPEG":

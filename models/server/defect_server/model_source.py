@@ -43,9 +43,7 @@ def fetch_verified(uri: str, sha256: str, limits: FetchLimits = FetchLimits()) -
     data = fetch(uri, limits)
     actual = hashlib.sha256(data).hexdigest()
     if not hmac.compare_digest(actual, expected):
-        raise ModelRejected(
-            f"sha256 mismatch for {uri}: expected {expected}, got {actual}; refusing to load it"
-        )
+        raise ModelRejected(f"sha256 mismatch for {uri}: expected {expected}, got {actual}; refusing to load it")
     return data
 
 

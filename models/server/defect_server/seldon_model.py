@@ -14,11 +14,11 @@ import time
 from typing import Any
 
 from flask import Blueprint, jsonify, request
-from werkzeug.exceptions import HTTPException
 from google.protobuf import json_format
 from seldon_core.flask_utils import SeldonMicroserviceException
 from seldon_core.proto import prediction_pb2
 from seldon_core.utils import grpc_datadef_to_array
+from werkzeug.exceptions import HTTPException
 
 from .detector import Detector, Thresholds, default_threads
 from .errors import BadInput, ModelRejected
@@ -120,7 +120,9 @@ class DefectModel:
     def predict_raw(self, message: Any) -> Any:
         """Both REST (a dict) and gRPC (a SeldonMessage) land here."""
         if isinstance(message, prediction_pb2.SeldonMessage):
-            return json_format.ParseDict(self._answer(lambda: self._image_from_proto(message)), prediction_pb2.SeldonMessage())
+            return json_format.ParseDict(
+                self._answer(lambda: self._image_from_proto(message)), prediction_pb2.SeldonMessage()
+            )
         return self._answer(lambda: from_request(message, self.limits, self._input_hw()))
 
     def _answer(self, get_image) -> dict:
@@ -185,6 +187,7 @@ class DefectModel:
             response = jsonify(_failure(code, reason, f"{request.method} {request.path}: {exc.description}"))
             response.status_code = code
             return response
+
         limit = self.limits.max_bytes * 4 // 3 + 64 * 1024  # base64 and JSON framing
 
         @guard.before_app_request

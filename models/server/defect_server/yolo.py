@@ -111,15 +111,11 @@ def decode(
             continue
         cls = int(classes[i])
         label = names[cls] if cls < len(names) else str(cls)
-        out.append(
-            Detection(label, float(scores[i]), float(bx1), float(by1), float(bx2 - bx1), float(by2 - by1))
-        )
+        out.append(Detection(label, float(scores[i]), float(bx1), float(by1), float(bx2 - bx1), float(by2 - by1)))
     return out
 
 
-def _nms_per_class(
-    boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, iou_threshold: float
-) -> list[int]:
+def _nms_per_class(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, iou_threshold: float) -> list[int]:
     """Greedy NMS; offsetting boxes by class keeps classes from suppressing each other."""
     offset = boxes + (classes.astype(np.float32) * 100_000.0)[:, None]
     order = scores.argsort()[::-1]

@@ -1,0 +1,1 @@
+"""Training pipeline for the scratch detector (not run in CI)."""

@@ -1,0 +1,82 @@
+"""Static QDQ int8 quantisation (U8S8, per-channel), calibrated on real training photos.
+
+Dynamic quantisation leaves convolutions' activations in float and makes
+conv nets slower on CPU; static QDQ lets onnxruntime run int8 kernels.
+The detection head's box/score decoding (DFL, sigmoid, concat) stays in
+float: box coordinates and class scores share one output tensor whose
+ranges differ by orders of magnitude, and one int8 scale for both ruins
+either the boxes or the scores.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnxruntime.quantization import (
+    CalibrationDataReader,
+    CalibrationMethod,
+    QuantFormat,
+    QuantType,
+    quantize_static,
+)
+from onnxruntime.quantization.shape_inference import quant_pre_process
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "server"))
+
+from defect_server.yolo import letterbox  # noqa: E402
+
+
+class PhotoReader(CalibrationDataReader):
+    """Feeds letterboxed training photos, prepared exactly as the server prepares them."""
+
+    def __init__(self, photos: list[Path], input_name: str, input_hw: tuple[int, int]) -> None:
+        self._items = iter(photos)
+        self.input_name, self.input_hw = input_name, input_hw
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        path = next(self._items, None)
+        if path is None:
+            return None
+        tensor, _ = letterbox(np.asarray(Image.open(path).convert("RGB")), self.input_hw)
+        return {self.input_name: tensor}
+
+
+def head_nodes_to_keep_float(model: onnx.ModelProto) -> list[str]:
+    """Every node after the last convolution of each head branch: the decoding part of Detect."""
+    nodes = model.graph.node
+    head = [n for n in nodes if "/model.22/" in n.name or n.name.startswith("/model.22")]
+    if not head:  # not an ultralytics YOLOv8 graph: keep the final non-conv tail in float
+        last_conv = max((i for i, n in enumerate(nodes) if n.op_type == "Conv"), default=-1)
+        return [n.name for n in nodes[last_conv + 1 :]]
+    return [n.name for n in head if n.op_type != "Conv" or "/dfl/" in n.name]
+
+
+def quantize(fp32: Path, out: Path, calibration: list[Path], work: Path) -> Path:
+    work.mkdir(parents=True, exist_ok=True)
+    prepared = work / "prepared.onnx"
+    quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=False)
+    model = onnx.load(str(prepared))
+    inp = model.graph.input[0]
+    dims = [d.dim_value for d in inp.type.tensor_type.shape.dim]
+    reader = PhotoReader(calibration, inp.name, (dims[2], dims[3]))
+    quantize_static(
+        str(prepared),
+        str(out),
+        reader,
+        quant_format=QuantFormat.QDQ,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+        calibrate_method=CalibrationMethod.MinMax,
+        nodes_to_exclude=head_nodes_to_keep_float(model),
+    )
+    # quantize_static drops the exporter's metadata (class names, imgsz): carry it over.
+    quantized = onnx.load(str(out))
+    original = onnx.load(str(fp32))
+    onnx.helper.set_model_props(quantized, {p.key: p.value for p in original.metadata_props})
+    onnx.save(quantized, str(out))
+    return out
