@@ -93,6 +93,8 @@ def parse_set(item: str) -> tuple[str, str, str]:
 def coerce(app: str, option: str, value: Any, kind: str) -> Any:
     """A value as Juju would type it for the option."""
     where = f"application {app}: {option}"
+    if kind == "secret":
+        raise BundleError(f"{where}: Juju secrets do not exist on the local site; set AWS_* in its environment")
     try:
         if kind == "int":
             if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
@@ -108,8 +110,6 @@ def coerce(app: str, option: str, value: Any, kind: str) -> Any:
             if str(value).lower() in ("true", "false"):
                 return str(value).lower() == "true"
             raise ValueError
-        if kind == "secret":
-            raise BundleError(f"{where}: Juju secrets do not exist on the local site; set AWS_* in its environment")
         return "" if value is None else str(value)
     except (TypeError, ValueError):
         raise BundleError(f"{where}: {value!r} is not a valid {kind}") from None

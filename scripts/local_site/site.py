@@ -31,7 +31,7 @@ from manifests import EXECUTOR_PORT, prefix, render  # noqa: E402
 
 NAMESPACE = "kubeflow"  # the Juju model (and namespace) a real site runs in
 MODELS_DIR = ROOT / "models"
-SAMPLE = ROOT / "tests" / "data" / "metal-tags" / "image-2020-04-22-10-51-51-85-cropped-right-bottom.jpg"
+SAMPLE = ROOT / "tests" / "data" / "metal-tags" / "images" / "image-2020-04-22-10-51-51-85-cropped-right-bottom.jpg"
 DRAIN_SECONDS = 2.0  # after Envoy switched, in-flight requests on the old server finish
 log = logging.getLogger("local-site")
 

@@ -38,7 +38,7 @@ def photos() -> list[Photo]:
     boxes: dict[int, list] = {}
     for a in coco["annotations"]:
         boxes.setdefault(a["image_id"], []).append(tuple(a["bbox"]))
-    return [Photo(PHOTOS / i["file_name"], boxes.get(i["id"], [])) for i in coco["images"]]
+    return [Photo(PHOTOS / "images" / i["file_name"], boxes.get(i["id"], [])) for i in coco["images"]]
 
 
 def shipped_variant(name: str) -> tuple[Path, str]:

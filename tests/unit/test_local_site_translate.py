@@ -1,0 +1,170 @@
+"""The local site's pure parts: bundle + overlays + --set, and objects -> Envoy routes and processes."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from manifests import render
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from local_site import bundle  # noqa: E402
+from local_site.translate import (  # noqa: E402
+    Untranslatable,
+    cluster_name,
+    envoy_duration,
+    envoy_routes,
+    local_uri,
+    server_spec,
+)
+
+SHA = "b" * 64
+
+
+def vs_and_served(config: dict | None = None, name: str = "scratch"):
+    sdep, vs = render(name, "kubeflow", config or {})
+    spec = server_spec(sdep, ROOT / "models")
+    return vs, {(spec.service_host, 8000)}, spec
+
+
+def test_virtualservice_becomes_a_prefix_route_with_rewrite_timeout_and_retries():
+    vs, served, spec = vs_and_served()
+    (route,) = envoy_routes([vs], served)
+    assert route["match"] == {"prefix": "/model/scratch/"}
+    assert route["route"]["prefix_rewrite"] == "/"
+    assert route["route"]["cluster"] == cluster_name(spec.service_host, 8000)
+    assert route["route"]["timeout"] == "30.000s"
+    assert route["route"]["retry_policy"] == {
+        "retry_on": "connect-failure,refused-stream,reset,unavailable",
+        "num_retries": 2,
+        "per_try_timeout": "15.000s",
+    }
+
+
+def test_weighted_destinations_become_weighted_clusters():
+    vs, served, spec = vs_and_served()
+    other = ("canary-default.kubeflow.svc.cluster.local", 8000)
+    vs["spec"]["http"][0]["route"] = [
+        {"destination": {"host": spec.service_host, "port": {"number": 8000}}, "weight": 90},
+        {"destination": {"host": other[0], "port": {"number": 8000}}, "weight": 10},
+    ]
+    (route,) = envoy_routes([vs], served | {other})
+    assert route["route"]["weighted_clusters"]["clusters"] == [
+        {"name": cluster_name(spec.service_host, 8000), "weight": 90},
+        {"name": cluster_name(*other), "weight": 10},
+    ]
+
+
+@pytest.mark.parametrize(
+    "mutate, field",
+    [
+        (lambda vs: vs["spec"]["http"][0]["match"][0].update(headers={"x": {"exact": "1"}}), "match[0].headers"),
+        (lambda vs: vs["spec"]["http"][0]["match"][0]["uri"].update(regex="/m.*"), "match[0].uri.regex"),
+        (lambda vs: vs["spec"]["http"][0].update(mirror={"host": "x"}), "spec.http[0].mirror"),
+        (lambda vs: vs["spec"]["http"][0].update(fault={"abort": {}}), "spec.http[0].fault"),
+        (lambda vs: vs["spec"]["http"][0]["retries"].update(retryRemoteLocalities=True), "retries.retryRemoteLocalities"),
+        (lambda vs: vs["spec"].update(tcp=[{}]), "spec.tcp"),
+        (lambda vs: vs["spec"].update(hosts=["models.factory.example"]), "spec.hosts"),
+        (lambda vs: vs["spec"]["http"][0].update(timeout="soon"), "spec.http[0].timeout"),
+        (lambda vs: vs["spec"]["http"][0]["route"][0]["destination"].update(host="elsewhere"), "route[0].destination"),
+    ],
+)
+def test_what_envoy_here_cannot_express_is_an_error_naming_the_field(mutate, field):
+    vs, served, _ = vs_and_served()
+    mutate(vs)
+    with pytest.raises(Untranslatable) as err:
+        envoy_routes([vs], served)
+    assert field in str(err.value)
+    assert "VirtualService scratch" in str(err.value)
+
+
+def test_longest_prefix_wins_whatever_the_order():
+    a, served_a, _ = vs_and_served(name="scratch")
+    b, served_b, _ = vs_and_served({"model-name": "scratch-fp32"}, name="fp32")
+    routes = envoy_routes([a, b], served_a | served_b)
+    assert [r["match"]["prefix"] for r in routes] == ["/model/scratch-fp32/", "/model/scratch/"]
+
+
+@pytest.mark.parametrize("value, seconds", [("30s", "30.000s"), ("500ms", "0.500s"), ("1m30s", "90.000s"), ("1h", "3600.000s"), ("1.5s", "1.500s")])
+def test_istio_durations(value, seconds):
+    assert envoy_duration(value, "x") == seconds
+
+
+def test_server_spec_carries_parameters_workers_and_the_pods_cpu_as_threads():
+    _, _, spec = vs_and_served({"model-uri": "https://m/x.onnx", "model-sha256": SHA, "workers": 2, "cpu": "2", "confidence-threshold": 0.4})
+    assert spec.params["model_uri"] == "https://m/x.onnx"
+    assert spec.params["confidence_threshold"] == 0.4
+    assert spec.workers == 2
+    assert spec.params["threads"] == 1  # 2 CPUs / 2 workers
+    assert spec.service_host == "scratch-default.kubeflow.svc.cluster.local"
+
+
+def test_the_image_model_is_the_file_under_models():
+    assert local_uri("file:///opt/models/scratch-detector/model-int8.onnx", ROOT / "models") == (
+        (ROOT / "models/scratch-detector/model-int8.onnx").as_uri()
+    )
+    assert local_uri("https://h/m.onnx", ROOT / "models") == "https://h/m.onnx"
+
+
+# --- bundle, overlays, --set ---------------------------------------------------------------
+
+
+def write(path: Path, data: dict) -> Path:
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_the_shipped_bundle_has_one_model_app_named_scratch():
+    (app,) = bundle.load(ROOT / "bundle.yaml")
+    assert app.name == "scratch"
+
+
+def test_overlays_merge_options_add_and_remove_applications(tmp_path):
+    base = write(
+        tmp_path / "b.yaml",
+        {"applications": {"a": {"charm": "./build/onnx-model.charm", "options": {"replicas": 1, "cpu": "1"}}, "istio-pilot": {"charm": "istio-pilot"}}},
+    )
+    over = write(
+        tmp_path / "o.yaml",
+        {"applications": {"a": {"options": {"replicas": 2}}, "b": {"charm": "onnx-model"}, "c": {"charm": "./x/onnx-model_amd64.charm"}}},
+    )
+    apps = {a.name: a.options for a in bundle.load(base, [over])}
+    assert apps == {"a": {"replicas": 2, "cpu": "1"}, "b": {}, "c": {}}
+    gone = write(tmp_path / "g.yaml", {"applications": {"b": None}})
+    assert [a.name for a in bundle.load(base, [over, gone])] == ["a", "c"]
+
+
+def test_set_is_typed_like_juju_config(tmp_path):
+    base = write(tmp_path / "b.yaml", {"applications": {"a": {"charm": "onnx-model"}}})
+    (app,) = bundle.load(base, sets=["a.replicas=3", "a.confidence-threshold=0.5", "a.model-uri=file:///m.onnx"])
+    assert app.options == {"replicas": 3, "confidence-threshold": 0.5, "model-uri": "file:///m.onnx"}
+
+
+@pytest.mark.parametrize(
+    "sets, words",
+    [
+        (["a.replicas=three"], "replicas: 'three' is not a valid int"),
+        (["a.confidence-threshold=high"], "is not a valid float"),
+        (["b.replicas=1"], "no onnx-model application 'b'"),
+        (["a.colour=red"], "colour: is not an option of the onnx-model charm"),
+        (["replicas=1"], "expected <application>.<option>=<value>"),
+        (["a.s3-credentials=secret:x"], "Juju secrets do not exist on the local site"),
+    ],
+)
+def test_bad_set_says_what_is_wrong(tmp_path, sets, words):
+    base = write(tmp_path / "b.yaml", {"applications": {"a": {"charm": "onnx-model"}}})
+    with pytest.raises(bundle.BundleError, match=words):
+        bundle.load(base, sets=sets)
+
+
+def test_unreadable_bundle_is_a_clear_error(tmp_path):
+    bad = tmp_path / "b.yaml"
+    bad.write_text("applications: [unclosed")
+    with pytest.raises(bundle.BundleError, match="not valid YAML"):
+        bundle.load(bad)
+    with pytest.raises(bundle.BundleError, match="No such file"):
+        bundle.load(tmp_path / "missing.yaml")
