@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import requests
+
 from conftest import photos, shipped_variant, start
 
 PHOTOS = photos()

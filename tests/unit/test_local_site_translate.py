@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from manifests import render
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,7 +67,10 @@ def test_weighted_destinations_become_weighted_clusters():
         (lambda vs: vs["spec"]["http"][0]["match"][0]["uri"].update(regex="/m.*"), "match[0].uri.regex"),
         (lambda vs: vs["spec"]["http"][0].update(mirror={"host": "x"}), "spec.http[0].mirror"),
         (lambda vs: vs["spec"]["http"][0].update(fault={"abort": {}}), "spec.http[0].fault"),
-        (lambda vs: vs["spec"]["http"][0]["retries"].update(retryRemoteLocalities=True), "retries.retryRemoteLocalities"),
+        (
+            lambda vs: vs["spec"]["http"][0]["retries"].update(retryRemoteLocalities=True),
+            "retries.retryRemoteLocalities",
+        ),
         (lambda vs: vs["spec"].update(tcp=[{}]), "spec.tcp"),
         (lambda vs: vs["spec"].update(hosts=["models.factory.example"]), "spec.hosts"),
         (lambda vs: vs["spec"]["http"][0].update(timeout="soon"), "spec.http[0].timeout"),
@@ -89,13 +93,18 @@ def test_longest_prefix_wins_whatever_the_order():
     assert [r["match"]["prefix"] for r in routes] == ["/model/scratch-fp32/", "/model/scratch/"]
 
 
-@pytest.mark.parametrize("value, seconds", [("30s", "30.000s"), ("500ms", "0.500s"), ("1m30s", "90.000s"), ("1h", "3600.000s"), ("1.5s", "1.500s")])
+@pytest.mark.parametrize(
+    "value, seconds",
+    [("30s", "30.000s"), ("500ms", "0.500s"), ("1m30s", "90.000s"), ("1h", "3600.000s"), ("1.5s", "1.500s")],
+)
 def test_istio_durations(value, seconds):
     assert envoy_duration(value, "x") == seconds
 
 
 def test_server_spec_carries_parameters_workers_and_the_pods_cpu_as_threads():
-    _, _, spec = vs_and_served({"model-uri": "https://m/x.onnx", "model-sha256": SHA, "workers": 2, "cpu": "2", "confidence-threshold": 0.4})
+    _, _, spec = vs_and_served(
+        {"model-uri": "https://m/x.onnx", "model-sha256": SHA, "workers": 2, "cpu": "2", "confidence-threshold": 0.4}
+    )
     assert spec.params["model_uri"] == "https://m/x.onnx"
     assert spec.params["confidence_threshold"] == 0.4
     assert spec.workers == 2
@@ -126,11 +135,22 @@ def test_the_shipped_bundle_has_one_model_app_named_scratch():
 def test_overlays_merge_options_add_and_remove_applications(tmp_path):
     base = write(
         tmp_path / "b.yaml",
-        {"applications": {"a": {"charm": "./build/onnx-model.charm", "options": {"replicas": 1, "cpu": "1"}}, "istio-pilot": {"charm": "istio-pilot"}}},
+        {
+            "applications": {
+                "a": {"charm": "./build/onnx-model.charm", "options": {"replicas": 1, "cpu": "1"}},
+                "istio-pilot": {"charm": "istio-pilot"},
+            }
+        },
     )
     over = write(
         tmp_path / "o.yaml",
-        {"applications": {"a": {"options": {"replicas": 2}}, "b": {"charm": "onnx-model"}, "c": {"charm": "./x/onnx-model_amd64.charm"}}},
+        {
+            "applications": {
+                "a": {"options": {"replicas": 2}},
+                "b": {"charm": "onnx-model"},
+                "c": {"charm": "./x/onnx-model_amd64.charm"},
+            }
+        },
     )
     apps = {a.name: a.options for a in bundle.load(base, [over])}
     assert apps == {"a": {"replicas": 2, "cpu": "1"}, "b": {}, "c": {}}
