@@ -1,0 +1,115 @@
+"""The whole bundle on a real MicroK8s: deploy, predict through the gateway, roll, remove.
+
+Run on a MicroK8s + Juju host:  tox -e integration -- --model kubeflow
+(the gateway lives in the `kubeflow` namespace, so the Juju model must be named kubeflow).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+APP = "scratch"
+CARD = yaml.safe_load((ROOT / "models/scratch-detector/model.yaml").read_text())
+VARIANTS = {v["name"]: v for v in CARD["variants"]}
+PHOTO = ROOT / "tests/data/metal-tags/images/image-2020-04-22-10-51-51-85-cropped-right-bottom.jpg"
+BODY = json.dumps({"binData": base64.b64encode(PHOTO.read_bytes()).decode()})
+
+
+def kubectl(*args: str) -> str:
+    cmd = ["microk8s", "kubectl"] if shutil.which("microk8s") else ["kubectl"]
+    return subprocess.run([*cmd, *args], check=True, capture_output=True, text=True).stdout
+
+
+def gateway_url() -> str:
+    svc = json.loads(kubectl("-n", "kubeflow", "get", "svc", "istio-ingressgateway-workload", "-o", "json"))
+    port = next(p["nodePort"] for p in svc["spec"]["ports"] if p["port"] == 80)
+    return f"http://127.0.0.1:{port}"
+
+
+def predict(url: str) -> requests.Response:
+    return requests.post(
+        f"{url}/model/{APP}/api/v0.1/predictions", data=BODY, headers={"Content-Type": "application/json"}, timeout=30
+    )
+
+
+@pytest.mark.abort_on_fail
+async def test_deploy_the_bundle(ops_test):
+    assert ops_test.model_name == "kubeflow", "run with --model kubeflow"
+    charm = await ops_test.build_charm(ROOT / "charms" / "onnx-model")
+    (ROOT / "build").mkdir(exist_ok=True)
+    shutil.copy(charm, ROOT / "build" / "onnx-model.charm")
+    await ops_test.juju("deploy", str(ROOT / "bundle.yaml"), "--trust", check=True)
+    await ops_test.model.wait_for_idle(status="active", timeout=45 * 60, idle_period=30, raise_on_error=False)
+    status = ops_test.model.applications[APP].units[0].workload_status_message
+    assert status == f"serving /model/{APP}/ sha {VARIANTS['int8']['sha256'][:7]}"
+
+
+async def test_prediction_through_the_gateway(ops_test):
+    resp = predict(gateway_url())
+    assert resp.status_code == 200, resp.text
+    body = resp.json()["jsonData"]
+    assert body["model"]["sha256"] == VARIANTS["int8"]["sha256"]
+    assert body["detections"]
+
+
+async def test_seldon_rolls_with_max_unavailable_zero(ops_test):
+    deploys = json.loads(kubectl("-n", "kubeflow", "get", "deploy", "-l", f"seldon-deployment-id={APP}", "-o", "json"))
+    (dep,) = deploys["items"]
+    assert dep["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] in (0, "0", "0%")
+
+
+async def test_roll_with_juju_config_loses_no_request(ops_test):
+    url, fp32 = gateway_url(), VARIANTS["fp32"]
+    shas, failures, stop = [], [], threading.Event()
+
+    def client():
+        while not stop.is_set() and len(shas) + len(failures) < 20000:
+            try:
+                resp = predict(url)
+                (shas if resp.status_code == 200 else failures).append(
+                    resp.json()["jsonData"]["model"]["sha256"] if resp.status_code == 200 else resp.text[:200]
+                )
+            except requests.RequestException as exc:
+                failures.append(repr(exc))
+
+    thread = threading.Thread(target=client, daemon=True)
+    thread.start()
+    await ops_test.model.applications[APP].set_config(
+        {"model-uri": f"file:///opt/models/scratch-detector/{fp32['file']}", "model-sha256": fp32["sha256"]}
+    )
+    deadline = time.monotonic() + 15 * 60
+    while time.monotonic() < deadline:
+        unit = ops_test.model.applications[APP].units[0]
+        if unit.workload_status == "active" and fp32["sha256"][:7] in unit.workload_status_message:
+            break
+        await ops_test.model.block_until(lambda: True, timeout=5)
+    time.sleep(20)
+    stop.set()
+    thread.join(timeout=60)
+    assert failures == []
+    assert shas[-1] == fp32["sha256"]
+
+
+async def test_tampered_model_never_serves(ops_test):
+    app = ops_test.model.applications[APP]
+    await app.set_config({"model-sha256": "0" * 64})
+    await ops_test.model.block_until(lambda: "still serving" in app.units[0].workload_status_message, timeout=600)
+    assert predict(gateway_url()).json()["jsonData"]["model"]["sha256"] == VARIANTS["fp32"]["sha256"]
+
+
+async def test_remove_leaves_nothing_behind(ops_test):
+    await ops_test.model.remove_application(APP, block_until_done=True)
+    for kind in ("seldondeployments", "virtualservices", "secrets"):
+        left = json.loads(kubectl("-n", "kubeflow", "get", kind, "-l", f"app.juju.is/created-by={APP}", "-o", "json"))
+        assert left["items"] == [], kind
