@@ -1,0 +1,121 @@
+"""Static checks of bundle.yaml and every overlay merged over it, as Juju would take them."""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from model_config import ModelConfig
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from local_site import bundle as site_bundle  # noqa: E402
+from local_site.translate import IMAGE_MODEL_ROOT  # noqa: E402
+
+BUNDLE = yaml.safe_load((ROOT / "bundle.yaml").read_text())
+OVERLAYS = sorted((ROOT / "overlays").glob("*.yaml"))
+CHARMCRAFT = yaml.safe_load((ROOT / "charms/onnx-model/charmcraft.yaml").read_text())
+
+# Recorded from the Charmed Kubeflow 1.8 bundle (canonical/bundle-kubeflow releases/1.8/stable)
+# and the charms' config: the channels, the endpoints used in relations, the options set here.
+CHARMHUB = {
+    "istio-pilot": {
+        "channel": "1.17/stable",
+        "endpoints": {"istio-pilot", "ingress", "ingress-auth", "gateway-info"},
+        "options": {"default-gateway"},
+    },
+    "istio-gateway": {
+        "channel": "1.17/stable",
+        "endpoints": {"istio-pilot"},
+        "options": {"kind", "gateway_service_type", "proxy-image"},
+    },
+    "seldon-core": {"channel": "1.17/stable", "endpoints": set(), "options": set()},
+    "dex-auth": {
+        "channel": "2.36/stable",
+        "endpoints": {"ingress", "oidc-client"},
+        "options": {"static-username", "static-password", "public-url"},
+    },
+    "oidc-gatekeeper": {
+        "channel": "ckf-1.8/stable",
+        "endpoints": {"ingress", "ingress-auth", "oidc-client"},
+        "options": {"public-url"},
+    },
+}
+OURS = {
+    "endpoints": set(CHARMCRAFT.get("provides", {})) | set(CHARMCRAFT.get("requires", {})),
+    "options": set(CHARMCRAFT["config"]["options"]),
+}
+
+
+def merged(overlay: Path | None) -> dict:
+    base = dict(BUNDLE)
+    return site_bundle.merge(base, yaml.safe_load(overlay.read_text())) if overlay else base
+
+
+CASES = [None, *OVERLAYS]
+IDS = ["bundle", *(o.name for o in OVERLAYS)]
+
+
+@pytest.mark.parametrize("overlay", CASES, ids=IDS)
+def test_applications_channels_and_trust(overlay):
+    bundle = merged(overlay)
+    assert bundle["bundle"] == "kubernetes"
+    for name, app in bundle["applications"].items():
+        assert app.get("trust") is True, f"{name}: every charm here writes to the Kubernetes API"
+        if site_bundle.is_ours(app):
+            assert app["charm"] == "./build/onnx-model.charm"
+        else:
+            known = CHARMHUB[app["charm"]]
+            assert app["channel"] == known["channel"], f"{name}: channel outside the tested set"
+            assert set(app.get("options") or {}) <= known["options"], name
+
+
+@pytest.mark.parametrize("overlay", CASES, ids=IDS)
+def test_relation_endpoints_exist(overlay):
+    bundle = merged(overlay)
+    for relation in bundle.get("relations") or []:
+        for end in relation:
+            app, _, endpoint = end.partition(":")
+            spec = bundle["applications"][app]
+            endpoints = OURS["endpoints"] if site_bundle.is_ours(spec) else CHARMHUB[spec["charm"]]["endpoints"]
+            assert endpoint in endpoints, f"{end}: no such endpoint"
+
+
+@pytest.mark.parametrize("overlay", CASES, ids=IDS)
+def test_our_options_exist_and_are_valid(overlay):
+    bundle = merged(overlay)
+    for name, app in bundle["applications"].items():
+        if site_bundle.is_ours(app):
+            options = app.get("options") or {}
+            assert set(options) <= OURS["options"], name
+            ModelConfig.from_options(options)  # raises naming the option
+
+
+@pytest.mark.parametrize("overlay", CASES, ids=IDS)
+def test_every_model_sha256_matches_the_file_it_names(overlay):
+    for app in merged(overlay)["applications"].values():
+        options = app.get("options") or {}
+        uri = options.get("model-uri", "")
+        if site_bundle.is_ours(app) and uri.startswith("file://" + IMAGE_MODEL_ROOT):
+            path = ROOT / "models" / uri.removeprefix("file://" + IMAGE_MODEL_ROOT)
+            assert hashlib.sha256(path.read_bytes()).hexdigest() == options["model-sha256"], uri
+
+
+def test_the_gateway_is_a_nodeport_ingress_named_kubeflow_gateway():
+    apps = BUNDLE["applications"]
+    assert apps["istio-pilot"]["options"]["default-gateway"] == "kubeflow-gateway"
+    assert apps["istio-ingressgateway"]["options"] == {"kind": "ingress", "gateway_service_type": "NodePort"}
+    assert ["istio-pilot:istio-pilot", "istio-ingressgateway:istio-pilot"] in BUNDLE["relations"]
+    # The charm's default gateway is <juju model>/kubeflow-gateway: the model must be `kubeflow`.
+    assert CHARMCRAFT["config"]["options"]["gateway"]["default"] == "kubeflow/kubeflow-gateway"
+
+
+@pytest.mark.parametrize("overlay", CASES, ids=IDS)
+def test_the_local_site_accepts_it(overlay):
+    apps = site_bundle.load(ROOT / "bundle.yaml", [overlay] if overlay else [])
+    assert "scratch" in {a.name for a in apps}
