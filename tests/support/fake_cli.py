@@ -1,0 +1,95 @@
+#!/usr/bin/env python3
+"""A stand-in for snap, microk8s, juju and charmcraft: records each call, keeps a little state.
+
+Invoked through wrappers named after the real commands, which pass their path first. $FAKE_STATE is a JSON file:
+installed snaps, enabled addons, controller, model, deployed applications, and
+`fail`: a command prefix (e.g. "juju bootstrap") that exits 1 with an error.
+"""
+
+import json
+import os
+import sys
+from pathlib import Path
+
+name = Path(sys.argv[1]).name  # the wrapper on PATH passes its own path ($0) first
+args = sys.argv[2:]
+line = " ".join([name, *args])
+state_path = Path(os.environ["FAKE_STATE"])
+state = json.loads(state_path.read_text())
+with open(os.environ["FAKE_CALLS"], "a") as log:
+    log.write(line + "\n")
+
+
+def save():
+    state_path.write_text(json.dumps(state))
+
+
+def done(out="", code=0, err=""):
+    sys.stdout.write(out)
+    sys.stderr.write(err)
+    save()
+    sys.exit(code)
+
+
+if state.get("fail") and line.startswith(state["fail"]):
+    done(code=1, err=f"ERROR {state.get('fail_message', 'simulated failure')}\n")
+
+if name == "snap":
+    if args[:1] == ["version"]:
+        done("snap 2.63\n")
+    if args[:1] == ["list"]:
+        done(
+            code=0 if args[1] in state["snaps"] else 1,
+            err="" if args[1] in state["snaps"] else "error: no matching snaps installed\n",
+        )
+    if args[:1] == ["install"]:
+        state["snaps"].append(args[1])
+        done()
+elif name == "microk8s":
+    if "microk8s" not in state["snaps"]:
+        done(code=127, err="microk8s: not installed\n")
+    if args[:1] == ["status"] and "--format" in args:
+        addons = [{"name": a, "status": "enabled"} for a in state["addons"]]
+        done(json.dumps({"microk8s": {"running": True}, "addons": addons}))
+    if args[:1] == ["status"]:
+        done("microk8s is running\n")
+    if args[:1] == ["enable"]:
+        state["addons"].append(args[1])
+        done()
+    if args[:1] == ["kubectl"]:
+        done(json.dumps({"spec": {"ports": [{"name": "http2", "port": 80, "nodePort": 31380}]}}))
+elif name == "juju":
+    if "juju" not in state["snaps"]:
+        done(code=127, err="juju: not installed\n")
+    if args[:1] == ["show-controller"]:
+        done(code=0 if state["controller"] else 1)
+    if args[:1] == ["bootstrap"]:
+        state["controller"] = True
+        done()
+    if args[:1] == ["show-model"]:
+        done(code=0 if state["model"] else 1)
+    if args[:1] == ["add-model"]:
+        state["model"] = True
+        done()
+    if args[:1] == ["deploy"]:
+        bundle = Path(args[3])
+        import yaml
+
+        apps = set(yaml.safe_load(bundle.read_text())["applications"])
+        for i, a in enumerate(args):
+            if a == "--overlay":
+                apps |= set(yaml.safe_load(Path(args[i + 1]).read_text()).get("applications") or {})
+        state["apps"] = sorted(apps)
+        done()
+    if args[:1] == ["status"]:
+        if not state["model"]:
+            done(code=1, err="model not found\n")
+        status = "active" if state.get("settled") else "waiting"
+        done(json.dumps({"applications": {a: {"application-status": {"current": status}} for a in state["apps"]}}))
+    if args[:1] == ["wait-for"]:
+        state["settled"] = True
+        done()
+elif name == "charmcraft" and args[:1] == ["pack"]:
+    Path("onnx-model_amd64.charm").write_bytes(b"charm")
+    done()
+done(code=2, err=f"fake {name}: unexpected call {args}\n")

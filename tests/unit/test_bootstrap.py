@@ -1,0 +1,135 @@
+"""scripts/bootstrap-edge-site with fake snap/microk8s/juju/charmcraft on PATH that record their calls."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from edge_site.bootstrap import Bootstrap  # noqa: E402
+
+FRESH = {"snaps": [], "addons": [], "controller": False, "model": False, "apps": [], "settled": False}
+
+
+@pytest.fixture
+def host(tmp_path, monkeypatch):
+    """A fresh Ubuntu host: the fakes on PATH, an empty state, a calls log."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name in ("snap", "microk8s", "juju", "charmcraft"):
+        wrapper = bin_dir / name
+        wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{ROOT / "tests/support/fake_cli.py"}" "$0" "$@"\n')
+        wrapper.chmod(0o755)
+    state = tmp_path / "state.json"
+    state.write_text(json.dumps(FRESH))
+    calls = tmp_path / "calls.log"
+    calls.touch()
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_STATE", str(state))
+    monkeypatch.setenv("FAKE_CALLS", str(calls))
+
+    class Host:
+        charm = tmp_path / "build" / "onnx-model.charm"
+
+        def calls(self) -> list[str]:
+            return calls.read_text().splitlines()
+
+        def mutating(self) -> list[str]:
+            verbs = (
+                "snap install",
+                "microk8s enable",
+                "juju bootstrap",
+                "juju add-model",
+                "juju deploy",
+                "charmcraft pack",
+                "juju wait-for",
+            )
+            return [c for c in self.calls() if c.startswith(verbs)]
+
+        def state(self) -> dict:
+            return json.loads(state.read_text())
+
+        def set(self, **kw) -> None:
+            s = self.state()
+            s.update(kw)
+            state.write_text(json.dumps(s))
+
+        def bootstrap(self, overlays=(), airgapped=False) -> tuple[int, list[str]]:
+            said: list[str] = []
+            code = Bootstrap(list(overlays), airgapped, say=said.append, charm=self.charm).run()
+            return code, said
+
+    return Host()
+
+
+def test_a_fresh_host_gets_every_step_in_order(host):
+    code, said = host.bootstrap()
+    assert code == 0, "\n".join(said)
+    assert host.mutating() == [
+        "snap install microk8s --classic --channel=1.28/stable",
+        "microk8s enable dns",
+        "microk8s enable hostpath-storage",
+        "snap install juju --channel=3.6/stable",
+        "juju bootstrap microk8s edge-microk8s",
+        "juju add-model kubeflow -c edge-microk8s",
+        "snap install charmcraft --classic",
+        "charmcraft pack",
+        f"juju deploy -m edge-microk8s:kubeflow {ROOT / 'bundle.yaml'} --trust",
+        'juju wait-for model kubeflow --query forEach(applications, app => app.status == "active") --timeout 45m',
+    ]
+    assert host.charm.read_bytes() == b"charm"
+    assert not list((ROOT / "charms/onnx-model").glob("onnx-model_*.charm"))
+    assert "curl -s http://127.0.0.1:31380/model/scratch/api/v0.1/predictions" in said[-1]
+
+
+def test_a_second_run_changes_nothing_and_says_so(host):
+    assert host.bootstrap()[0] == 0
+    before = len(host.mutating())
+    code, said = host.bootstrap()
+    assert code == 0
+    assert len(host.mutating()) == before
+    assert all(line.startswith("ok ") for line in said[:-2])
+    assert "nothing to change: the site was already up" in said
+
+
+def test_overlays_and_airgapped(host):
+    code, _ = host.bootstrap(overlays=[ROOT / "overlays/second-model.yaml"], airgapped=True)
+    assert code == 0
+    assert "microk8s enable registry" in host.mutating()
+    deploy = next(c for c in host.calls() if c.startswith("juju deploy"))
+    assert deploy.endswith(f"--overlay {ROOT / 'overlays/second-model.yaml'}")
+    assert "scratch-int8" in host.state()["apps"]
+
+
+@pytest.mark.parametrize(
+    "fail, step, hint",
+    [
+        ("juju bootstrap", "controller edge-microk8s", "usermod -a -G microk8s"),
+        ("charmcraft pack", "onnx-model charm packed", "lxd init --auto"),
+        ("juju deploy", "bundle deployed", "juju debug-log"),
+        ("microk8s enable hostpath-storage", "addons dns hostpath-storage", "microk8s inspect"),
+    ],
+)
+def test_a_failing_step_stops_with_what_to_do(host, fail, step, hint):
+    host.set(fail=fail, fail_message="something broke")
+    code, said = host.bootstrap()
+    assert code == 1
+    failure = next(line for line in said if line.startswith("FAILED"))
+    assert failure.startswith(f"FAILED   {step}: `{fail}")
+    assert "something broke" in failure and hint in failure
+    later = {"bundle deployed": "juju wait-for", "controller edge-microk8s": "juju add-model"}
+    if step in later:
+        assert not any(c.startswith(later[step]) for c in host.calls())
+
+
+def test_a_stale_charm_is_packed_again(host):
+    assert host.bootstrap()[0] == 0
+    os.utime(host.charm, (1, 1))  # older than the charm's sources
+    host.bootstrap()
+    assert host.mutating().count("charmcraft pack") == 2
