@@ -195,6 +195,7 @@ BAD = [
     ("ndarray NaN", b'{"data": {"ndarray": [[[NaN, 1, 2]]]}}', 400, "NaN"),
     ("ndarray empty", {"data": {"ndarray": []}}, 400, "data.ndarray"),
     ("ndarray bools", {"data": {"ndarray": [[[True, False, True]]]}}, 400, "integers 0..255"),
+    ("ndarray bools among ints", {"data": {"ndarray": [[[False, 0, 0]]]}}, 400, "got true/false"),
 ]
 
 

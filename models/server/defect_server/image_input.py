@@ -159,9 +159,16 @@ def validate_array(raw: Any, limits: Limits, field: str) -> DecodedImage:
             raise BadInput(field, "must hold integers 0..255 (uint8), got fractional values")
     elif arr.dtype.kind not in "iu":
         raise BadInput(field, f"must hold integers 0..255 (uint8), got {arr.dtype.name} values")
+    elif isinstance(raw, list) and _holds_booleans(raw):
+        # numpy turns JSON true/false among integers into 1/0: refuse them explicitly.
+        raise BadInput(field, "must hold integers 0..255 (uint8), got true/false")
     if arr.size and (arr.min() < 0 or arr.max() > 255):
         raise BadInput(field, "values must be in 0..255 (uint8)")
     return DecodedImage(np.ascontiguousarray(arr, dtype=np.uint8), w, h)
+
+
+def _holds_booleans(raw: list) -> bool:
+    return bool in set(map(type, np.asarray(raw, dtype=object).ravel()))
 
 
 def _type_name(value: Any) -> str:

@@ -13,7 +13,7 @@ import threading
 import time
 from typing import Any
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, current_app, jsonify, request
 from google.protobuf import json_format
 from seldon_core.flask_utils import SeldonMicroserviceException
 from seldon_core.proto import prediction_pb2
@@ -184,17 +184,37 @@ class DefectModel:
         def _http_error(exc: HTTPException):
             code = exc.code or 500
             reason = (exc.name or "HTTP_ERROR").upper().replace(" ", "_")
-            response = jsonify(_failure(code, reason, f"{request.method} {request.path}: {exc.description}"))
+            response = jsonify(_status(code, reason, f"{request.method} {request.path}: {exc.description}"))
             response.status_code = code
+            if getattr(exc, "valid_methods", None):  # RFC 9110: a 405 says what is allowed
+                response.headers["Allow"] = ", ".join(exc.valid_methods)
             return response
 
         limit = self.limits.max_bytes * 4 // 3 + 64 * 1024  # base64 and JSON framing
 
         @guard.before_app_request
+        def _method_not_allowed():
+            """The wrapper serves static files at "" (GET on any path): a GET on a POST-only route
+            would be a 404 from there; it is a 405 naming the allowed methods."""
+            allowed = {
+                m
+                for rule in current_app.url_map.iter_rules()
+                if rule.endpoint != "static" and rule.rule == request.path
+                for m in rule.methods or ()
+            }
+            if allowed and request.method not in allowed:
+                info = f"{request.method} {request.path}: the method is not allowed; use {', '.join(sorted(allowed))}"
+                response = jsonify(_status(405, "METHOD_NOT_ALLOWED", info))
+                response.status_code = 405
+                response.headers["Allow"] = ", ".join(sorted(allowed))
+                return response
+            return None
+
+        @guard.before_app_request
         def _limit_body():
             length = request.content_length
             if length is not None and length > limit:
-                body = _failure(413, "BAD_INPUT", f"request body: {length} bytes is over the limit of {limit}")
+                body = _status(413, "BAD_INPUT", f"request body: {length} bytes is over the limit of {limit}")
                 response = jsonify(body)
                 response.status_code = 413
                 return response
@@ -203,11 +223,12 @@ class DefectModel:
         return guard
 
 
-def _failure(code: int, reason: str, info: str) -> dict:
+def _status(code: int, reason: str, info: str) -> dict:
     """Seldon's status format, with the HTTP code the wrapper copies into the response."""
-    return {
-        "status": {"code": code, "info": info, "reason": reason, "status": "FAILURE"},
-        "meta": {
-            "metrics": [{"type": "COUNTER", "key": "defect_errors_total", "value": 1, "tags": {"reason": reason}}]
-        },
-    }
+    return {"status": {"code": code, "info": info, "reason": reason, "status": "FAILURE"}}
+
+
+def _failure(code: int, reason: str, info: str) -> dict:
+    """A failed prediction: the status, and the error counter for the wrapper's metrics channel."""
+    metrics = [{"type": "COUNTER", "key": "defect_errors_total", "value": 1, "tags": {"reason": reason}}]
+    return {**_status(code, reason, info), "meta": {"metrics": metrics}}
