@@ -8,6 +8,7 @@ import io
 import json
 import struct
 import subprocess
+import time
 import zlib
 
 import jsonschema
@@ -328,3 +329,56 @@ def test_unknown_paths_and_methods_get_a_4xx_not_the_wrappers_500(synthetic_serv
     assert resp.status_code in (404, 405)
     conforms(resp.json(), "ErrorResponse")
     assert path in resp.json()["status"]["info"]
+
+
+def test_a_download_that_trickles_is_refused_at_the_timeout(tmp_path):
+    """A store that answers but never finishes must not hang the server: refused at download_timeout_s."""
+    import http.server
+    import threading
+
+    class Trickle(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            self.send_response(200)
+            self.send_header("Content-Length", "10000000")
+            self.end_headers()
+            try:
+                for _ in range(600):
+                    self.wfile.write(b"\0" * 65536)
+                    time.sleep(0.05)
+            except OSError:
+                pass
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Trickle)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{httpd.server_address[1]}/model.onnx"
+    server = start(tmp_path, model_uri=url, model_sha256="0" * 64, download_timeout_s=2.0, retry_seconds=600.0)
+    try:
+        refused(server, f"download of {url} took longer than 2 s")
+    finally:
+        server.stop()
+        httpd.shutdown()
+
+
+def test_a_store_that_comes_back_is_retried_until_the_model_serves(synthetic_model, tmp_path, http_file_server):
+    """A bad link heals by itself: the first download fails, a later health check retries it."""
+    import shutil
+
+    path, sha = synthetic_model
+    store = tmp_path / "store"
+    store.mkdir()
+    base = http_file_server(store)  # serves an empty folder: the model is not there yet (404)
+    server = start(tmp_path, model_uri=f"{base}/later.onnx", model_sha256=sha, retry_seconds=1.0)
+    try:
+        server.wait_alive()
+        assert requests.get(server.url + "/health/status", timeout=5).status_code == 503
+        shutil.copy(path, store / "later.onnx")
+        deadline = time.monotonic() + 30
+        while requests.get(server.url + "/health/status", timeout=5).status_code != 200:
+            assert time.monotonic() < deadline, server.log_tail()
+            time.sleep(0.5)
+        assert detections(predict(server, {"binData": PHOTO.b64}))
+    finally:
+        server.stop()

@@ -14,4 +14,12 @@ class BadInput(ValueError):
 
 
 class ModelRejected(RuntimeError):
-    """The model artifact could not be fetched, verified or loaded; the server will not serve it."""
+    """The model artifact could not be fetched, verified or loaded; the server will not serve it.
+
+    ``retryable``: the failure may pass by itself (network, store unavailable), so the server
+    tries again later; a digest mismatch or a broken file never is.
+    """
+
+    def __init__(self, message: str, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable

@@ -19,6 +19,8 @@ from .errors import ModelRejected
 
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 SCHEMES = ("file", "http", "https", "s3")
+# A store that does not have the file yet, is overloaded or timed out may answer later; 403 will not.
+RETRYABLE_HTTP = {404, 408, 429}
 
 
 @dataclass(frozen=True)
@@ -76,7 +78,10 @@ def _read_http(uri: str, limits: FetchLimits) -> bytes:
     try:
         with requests.get(uri, stream=True, timeout=(10, 30)) as resp:
             if resp.status_code != 200:
-                raise ModelRejected(f"GET {uri} answered HTTP {resp.status_code}")
+                raise ModelRejected(
+                    f"GET {uri} answered HTTP {resp.status_code}",
+                    retryable=resp.status_code in RETRYABLE_HTTP or resp.status_code >= 500,
+                )
             declared = int(resp.headers.get("Content-Length") or 0)
             if declared > limits.max_bytes:
                 raise ModelRejected(f"{uri} is {declared} bytes, over the limit of {limits.max_bytes}")
@@ -86,11 +91,11 @@ def _read_http(uri: str, limits: FetchLimits) -> bytes:
                 if total > limits.max_bytes:
                     raise ModelRejected(f"{uri} is over the limit of {limits.max_bytes} bytes")
                 if time.monotonic() > deadline:
-                    raise ModelRejected(f"download of {uri} took longer than {limits.timeout_s:g} s")
+                    raise ModelRejected(f"download of {uri} took longer than {limits.timeout_s:g} s", retryable=True)
                 chunks.append(chunk)
             return b"".join(chunks)
     except requests.RequestException as exc:
-        raise ModelRejected(f"cannot download {uri}: {type(exc).__name__}: {exc}") from None
+        raise ModelRejected(f"cannot download {uri}: {type(exc).__name__}: {exc}", retryable=True) from None
 
 
 def _read_s3(bucket: str, key: str, limits: FetchLimits) -> bytes:
@@ -126,4 +131,4 @@ def _read_s3(bucket: str, key: str, limits: FetchLimits) -> bytes:
             chunks.append(chunk)
         return b"".join(chunks)
     except (BotoCoreError, ClientError) as exc:
-        raise ModelRejected(f"cannot download s3://{bucket}/{key}: {exc}") from None
+        raise ModelRejected(f"cannot download s3://{bucket}/{key}: {exc}", retryable=True) from None

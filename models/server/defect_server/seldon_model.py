@@ -45,6 +45,7 @@ class DefectModel:
         max_model_bytes: int = FetchLimits.max_bytes,
         download_timeout_s: float = FetchLimits.timeout_s,
         threads: int = 0,
+        retry_seconds: float = 30.0,
     ) -> None:
         self.model_uri = model_uri
         self.model_sha256 = model_sha256.strip().lower()
@@ -58,6 +59,8 @@ class DefectModel:
         self.threads = int(threads) or default_threads(workers)
         self.detector: Detector | None = None
         self.not_ready_reason = "model not loaded yet"
+        self.retry_seconds = float(retry_seconds)
+        self._retry_at: float | None = None  # set when the last failure may pass by itself
         self._load_lock = threading.Lock()
         self.model_error_handler = self._request_guard()
 
@@ -80,7 +83,9 @@ class DefectModel:
                 self.detector = Detector(data, threads=self.threads, input_size=self.input_size)
             except ModelRejected as exc:
                 self.not_ready_reason = str(exc)
-                log.error("MODEL REJECTED, not serving: %s", exc)
+                self._retry_at = time.monotonic() + self.retry_seconds if exc.retryable else None
+                again = f"; retrying in {self.retry_seconds:g}s" if exc.retryable else ""
+                log.error("MODEL REJECTED, not serving: %s%s", exc, again)
                 return
             h, w = self.detector.input_hw
             log.info(
@@ -95,7 +100,14 @@ class DefectModel:
             )
 
     def health_status(self) -> dict:
-        """Ready means verified, loaded and warmed up; the readiness probe calls this."""
+        """Ready means verified, loaded and warmed up; the readiness probe calls this.
+
+        A download that failed for a reason that may pass (a bad link, a store restarting) is
+        retried from here, in the background, so a site on a poor network heals by itself.
+        """
+        if self.detector is None and self._retry_at is not None and time.monotonic() >= self._retry_at:
+            self._retry_at = None
+            threading.Thread(target=self.load, name="model-retry", daemon=True).start()
         if self.detector is None:
             raise SeldonMicroserviceException(
                 f"not ready: {self.not_ready_reason}", status_code=503, reason="MODEL_NOT_READY"
