@@ -45,6 +45,7 @@ class ServerProcess:
     http_port: int = field(default_factory=free_port)
     grpc_port: int = field(default_factory=free_port)
     metrics_port: int = field(default_factory=free_port)
+    python: Path | None = None  # the server venv's interpreter; default: scripts/server-venv's
     proc: subprocess.Popen | None = None
 
     @property
@@ -52,7 +53,7 @@ class ServerProcess:
         return f"http://127.0.0.1:{self.http_port}"
 
     def start(self) -> ServerProcess:
-        python = server_python()
+        python = self.python or server_python()
         env = {
             **os.environ,
             "PYTHONPATH": str(ROOT / "models" / "server"),

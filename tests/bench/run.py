@@ -39,7 +39,7 @@ from defect_server.image_input import Limits, decode_image_bytes  # noqa: E402
 from defect_server.yolo import letterbox  # noqa: E402
 from local_site.envoy_proxy import Envoy  # noqa: E402
 from local_site.model_server import ServerProcess  # noqa: E402
-from local_site.venvs import server_python  # noqa: E402
+from local_site.venvs import SERVER_REQUIREMENTS, ensure, server_python  # noqa: E402
 
 CARD_DIR = ROOT / "models" / "scratch-detector"
 PHOTO = ROOT / "tests/data/metal-tags/images/image-2020-04-22-10-51-51-85-cropped-right-bottom.jpg"
@@ -69,7 +69,7 @@ def in_process_rows(name: str, model: Path, n: int, warmup: int) -> list[Result]
     return out
 
 
-def start_server(name: str, variant: dict, workers: int, marker: str, logs: Path) -> ServerProcess:
+def start_server(name: str, variant: dict, workers: int, marker: str, logs: Path, python: Path) -> ServerProcess:
     server = ServerProcess(
         params={
             "model_uri": (CARD_DIR / variant["file"]).as_uri(),
@@ -80,21 +80,32 @@ def start_server(name: str, variant: dict, workers: int, marker: str, logs: Path
         workers=workers,
         env={"BENCH_SERVER": marker},
         log_path=logs / f"{name}-w{workers}.log",
+        python=python,
     ).start()
     server.wait_ready()
     return server
 
 
-def served_rows(name: str, variant: dict, n: int, warmup: int, logs: Path, envoy_binary: Path | None) -> list[Result]:
+def served_rows(
+    name: str,
+    variant: dict,
+    n: int,
+    warmup: int,
+    logs: Path,
+    envoy_binary: Path | None,
+    python: Path,
+    full: bool = True,
+) -> list[Result]:
+    """Rows 3-6 with the server (and the gRPC client) on ``python``; ``full=False``: 1 worker, REST and gRPC only."""
     binary = json.dumps({"binData": base64.b64encode(PHOTO.read_bytes()).decode()}).encode()
     ndarray = json.dumps({"data": {"ndarray": np.asarray(Image.open(PHOTO).convert("RGB")).tolist()}}).encode()
     out: list[Result] = []
-    for workers in (1, 2):
+    for workers in (1, 2) if full else (1,):
         marker = f"BENCH_SERVER={uuid.uuid4().hex}"
-        server = start_server(name, variant, workers, marker.split("=", 1)[1], logs)
+        server = start_server(name, variant, workers, marker.split("=", 1)[1], logs, python)
         try:
             rows = [("3 rest-binData", server.http_port, "/api/v0.1/predictions", binary, n)]
-            if workers == 1:
+            if workers == 1 and full:
                 rows.append(("4 rest-ndarray", server.http_port, "/api/v0.1/predictions", ndarray, max(4, n // 8)))
             for row, port, path, body, count in rows:
                 for concurrency in (1, 4):
@@ -102,8 +113,8 @@ def served_rows(name: str, variant: dict, n: int, warmup: int, logs: Path, envoy
                     out.append(summarise(row, name, concurrency, lat, bad, secs))
                     out[-1].workers = workers
             if workers == 1:
-                out += grpc_rows(name, server, n, warmup)
-                if envoy_binary:
+                out += grpc_rows(name, server, n, warmup, python)
+                if envoy_binary and full:
                     out += envoy_rows(name, server, binary, n, warmup, logs, envoy_binary)
             total, largest = peak_rss_mb(marker)
             for r in out:
@@ -114,13 +125,13 @@ def served_rows(name: str, variant: dict, n: int, warmup: int, logs: Path, envoy
     return out
 
 
-def grpc_rows(name: str, server: ServerProcess, n: int, warmup: int) -> list[Result]:
+def grpc_rows(name: str, server: ServerProcess, n: int, warmup: int, python: Path) -> list[Result]:
     """The gRPC client runs under the server's python (seldon-core's protobuf 3 stubs)."""
     out = []
     for concurrency in (1, 4):
         proc = subprocess.run(
             [
-                str(server_python()),
+                str(python),
                 str(Path(__file__).with_name("grpc_load.py")),
                 str(server.grpc_port),
                 str(PHOTO),
@@ -173,6 +184,11 @@ def envoy_rows(
     finally:
         envoy.stop()
     return out
+
+
+def python_version(python: Path) -> str:
+    code = "import platform; print(platform.python_version())"
+    return subprocess.run([str(python), "-c", code], capture_output=True, text=True).stdout.strip()
 
 
 def find(results: list[Result], row: str, variant: str, concurrency: int, workers: int | None = None) -> Result | None:
@@ -304,6 +320,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--variants", nargs="+", default=["int8", "fp32"])
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     p.add_argument("--no-envoy", action="store_true")
+    p.add_argument(
+        "--also-python",
+        help="another interpreter (e.g. python3.10) to run the server's REST and gRPC rows under, side by side",
+    )
     args = p.parse_args(argv)
 
     try:
@@ -316,10 +336,17 @@ def main(argv: list[str] | None = None) -> int:
     logs.mkdir(parents=True, exist_ok=True)
     known = variants()
     results: list[Result] = []
+    main_python = server_python()
+    other = None
+    if args.also_python:
+        other = ensure(ROOT / ".venv" / f"server-{Path(args.also_python).name}", SERVER_REQUIREMENTS, args.also_python)
     for name in args.variants:
         model = CARD_DIR / known[name]["file"]
         results += in_process_rows(name, model, args.requests, args.warmup)
-        results += served_rows(name, known[name], args.requests, args.warmup, logs, envoy_binary)
+        results += served_rows(name, known[name], args.requests, args.warmup, logs, envoy_binary, main_python)
+        if other:
+            label = f"{name}@py{python_version(other)}"
+            results += served_rows(label, known[name], args.requests, args.warmup, logs, None, other, full=False)
     results.sort(key=lambda r: (r.variant, r.row, r.workers or 0, r.concurrency))
     cpu = next(
         (
@@ -329,11 +356,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
         platform.processor(),
     )
-    server_py = subprocess.run(
-        [str(server_python()), "-c", "import platform; print(platform.python_version())"],
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
+    server_py = python_version(main_python)
     machine = f"{CPUS} x {cpu}, server Python {server_py}"
     payload = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
