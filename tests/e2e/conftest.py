@@ -83,17 +83,6 @@ def synthetic_server(synthetic_model, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def shipped_server(tmp_path_factory):
-    path, sha = shipped_variant("int8")
-    server = start(tmp_path_factory.mktemp("shipped"), model_uri=path.as_uri(), model_sha256=sha)
-    try:
-        server.wait_ready()
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="session")
 def http_file_server():
     """Serve a directory over plain HTTP on loopback, like a model store behind a URL."""
     servers = []
