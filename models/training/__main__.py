@@ -13,6 +13,7 @@ import argparse
 import datetime
 import hashlib
 import math
+import os
 import platform
 import shlex
 import sys
@@ -55,6 +56,16 @@ def reproducing_command(argv: list[str]) -> str:
             continue
         kept.append(arg)
     return "python -m models.training " + " ".join(shlex.quote(a) for a in kept)
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def sha256(path: Path) -> str:
@@ -129,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
             "map50": "all-point interpolated AP at IoU 0.5, confidence >= 0.001, NMS IoU 0.6",
             "precision_recall": "at the serving thresholds, matches at IoU 0.5",
             "latency": "median bare session.run on a prepared tensor, threads as stated",
-            "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, Python {platform.python_version()}",
+            "machine": f"{os.cpu_count()} x {cpu_model()}, Python {platform.python_version()}",
             "date": datetime.date.today().isoformat(),
         },
     }
