@@ -251,7 +251,10 @@ def test_a_killed_site_takes_its_children_with_it(models):
     "args, words",
     [
         (["--set", "scratch.replicas=many"], "replicas: 'many' is not a valid int"),
-        (["--set", "scratch.model-uri=https://h/m.onnx"], "model-sha256: is required when model-uri is set"),
+        (
+            ["--set", "scratch.model-uri=https://h/m.onnx", "--set", "scratch.model-sha256="],
+            "model-sha256: is required when model-uri is set",
+        ),
         (["--set", "nosuchapp.replicas=2"], "no onnx-model application 'nosuchapp'"),
         (["--set", "scratch.colour=red"], "colour: is not an option of the onnx-model charm"),
     ],
