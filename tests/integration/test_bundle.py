@@ -24,6 +24,7 @@ CARD = yaml.safe_load((ROOT / "models/scratch-detector/model.yaml").read_text())
 VARIANTS = {v["name"]: v for v in CARD["variants"]}
 PHOTO = ROOT / "tests/data/metal-tags/images/image-2020-04-22-10-51-51-85-cropped-right-bottom.jpg"
 BODY = json.dumps({"binData": base64.b64encode(PHOTO.read_bytes()).decode()})
+pytestmark = pytest.mark.asyncio
 
 
 def kubectl(*args: str) -> str:
