@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image
 
 PAD_VALUE = 114
+MIN_BOX_PX = 0.1  # boxes are answered to 0.1 px: anything thinner would read as 0
 
 
 @dataclass(frozen=True)
@@ -107,8 +108,8 @@ def decode(
         bx2 = np.clip((bx2 - box.pad_x) / box.scale, 0, dw) * sx
         by1 = np.clip((by1 - box.pad_y) / box.scale, 0, dh) * sy
         by2 = np.clip((by2 - box.pad_y) / box.scale, 0, dh) * sy
-        if bx2 <= bx1 or by2 <= by1:
-            continue
+        if bx2 - bx1 < MIN_BOX_PX or by2 - by1 < MIN_BOX_PX:
+            continue  # clipped away, or smaller than the precision the answer is given in
         cls = int(classes[i])
         label = names[cls] if cls < len(names) else str(cls)
         out.append(Detection(label, float(scores[i]), float(bx1), float(by1), float(bx2 - bx1), float(by2 - by1)))
