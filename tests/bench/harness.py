@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import statistics
 import threading
 import time
@@ -132,16 +131,13 @@ def peak_rss_mb(marker: str) -> tuple[float, float]:
     Every process of one model server (gunicorn master and workers, gRPC and metrics
     servers) inherits the marker; the guard process that launched them is left out.
     """
+    from support.procs import processes_with_env
+
     sizes = []
-    needle = marker.encode()
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
+    for pid, cmdline in processes_with_env(marker):
+        if "guard.py" in cmdline:
             continue
         try:
-            if needle not in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
-                continue
-            if b"guard.py" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                continue
             for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                 if line.startswith("VmHWM:"):
                     sizes.append(int(line.split()[1]) / 1024)

@@ -30,7 +30,12 @@ import yaml
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path[:0] = [str(ROOT / "models" / "server"), str(ROOT / "scripts"), str(Path(__file__).resolve().parent)]
+sys.path[:0] = [
+    str(ROOT / "models" / "server"),
+    str(ROOT / "scripts"),
+    str(ROOT / "tests"),
+    str(Path(__file__).resolve().parent),
+]
 
 from harness import HttpClients, Result, closed_loop, peak_rss_mb, summarise, write_json  # noqa: E402
 

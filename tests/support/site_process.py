@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
+from .procs import processes_with_env
 from .server_process import ROOT, free_port
 
 
@@ -72,16 +71,5 @@ class SiteProcess:
 
 def processes_of_site(port: int) -> list[str]:
     """Live processes the site started (they all inherit LOCAL_SITE_STATE=<its state dir>)."""
-    marker = f"LOCAL_SITE_STATE={ROOT / '.local-site' / str(port)}".encode()
-    found = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            if marker not in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
-                continue
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        found.append(f"{pid}: {cmdline[:200]}")
-    return found
+    marker = f"LOCAL_SITE_STATE={ROOT / '.local-site' / str(port)}"
+    return [f"{pid}: {cmd[:200]}" for pid, cmd in processes_with_env(marker)]

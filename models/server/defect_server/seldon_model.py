@@ -203,16 +203,17 @@ class DefectModel:
 
         limit = self.limits.max_bytes * 4 // 3 + 64 * 1024  # base64 and JSON framing
 
+        routes: dict[str, set[str]] = {}
+
         @guard.before_app_request
         def _method_not_allowed():
             """The wrapper serves static files at "" (GET on any path): a GET on a POST-only route
             would be a 404 from there; it is a 405 naming the allowed methods."""
-            allowed = {
-                m
-                for rule in current_app.url_map.iter_rules()
-                if rule.endpoint != "static" and rule.rule == request.path
-                for m in rule.methods or ()
-            }
+            if not routes:  # built once, on the first request, from the wrapper's own routes
+                for rule in current_app.url_map.iter_rules():
+                    if rule.endpoint != "static":
+                        routes.setdefault(rule.rule, set()).update(rule.methods or ())
+            allowed = routes.get(request.path)
             if allowed and request.method not in allowed:
                 info = f"{request.method} {request.path}: the method is not allowed; use {', '.join(sorted(allowed))}"
                 response = jsonify(_status(405, "METHOD_NOT_ALLOWED", info))
