@@ -143,7 +143,7 @@ def test_health_metadata_and_metrics(synthetic_server, synthetic_model):
     predict(synthetic_server, {"binData": PHOTO.b64})
     predict(synthetic_server, {"binData": "bm90IGFuIGltYWdl"})
     metrics = requests.get(f"http://127.0.0.1:{synthetic_server.metrics_port}/metrics", timeout=5).text
-    for series in ("defect_images_total", "defect_detections_total", "defect_inference_ms", "defect_errors_total"):
+    for series in ("defect_images_total", "defect_detections_total", "defect_inference_seconds", "defect_errors_total"):
         assert series in metrics
 
 

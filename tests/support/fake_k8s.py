@@ -138,7 +138,14 @@ class FakeCluster:
         self.objects[("SeldonDeployment", namespace, name)]["status"] = {"state": state, "description": description}
 
     def add_pod(
-        self, namespace: str, sdep_name: str, sha: str, ready: bool, pod: str = "", terminating: bool = False
+        self,
+        namespace: str,
+        sdep_name: str,
+        sha: str,
+        ready: bool,
+        pod: str = "",
+        terminating: bool = False,
+        ip: str = "",
     ) -> None:
         """A model pod of the SeldonDeployment, labelled as Seldon labels it."""
         sdep = self.objects[("SeldonDeployment", namespace, sdep_name)]
@@ -153,7 +160,11 @@ class FakeCluster:
             "apiVersion": "v1",
             "kind": "Pod",
             "metadata": meta,
-            "status": {"conditions": [{"type": "Ready", "status": "True" if ready else "False"}]},
+            "status": {
+                "phase": "Running",
+                "podIP": ip or f"10.1.0.{len(self.objects) % 250 + 2}",
+                "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+            },
         }
 
     def remove_pods(self, namespace: str, sha: str) -> None:

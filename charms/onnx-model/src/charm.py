@@ -8,12 +8,14 @@ report what the cluster is really serving.
 
 from __future__ import annotations
 
+import json
 import logging
 
 import ops
 
+import observability
 from cluster import Cluster, ClusterError, TrustRequired
-from manifests import PREDICTOR, S3_KEYS, labels, render, s3_secret_name
+from manifests import PREDICTOR, S3_KEYS, SHA_LABEL, labels, render, s3_secret_name
 from model_config import ModelConfig
 from serving_status import assess
 
@@ -39,6 +41,8 @@ class OnnxModelCharm(ops.CharmBase):
             self.on.leader_elected,
             self.on.update_status,
             self.on.secret_changed,
+            self.on.metrics_endpoint_relation_joined,
+            self.on.grafana_dashboard_relation_joined,
         ):
             framework.observe(event, self._reconcile)
         framework.observe(self.on.remove, self._on_remove)
@@ -52,7 +56,9 @@ class OnnxModelCharm(ops.CharmBase):
         try:
             if self.unit.is_leader():
                 self._apply(config)
-            self._report(config)
+            pods = self._report(config)
+            if self.unit.is_leader():
+                self._publish_observability(pods)
         except TrustRequired:
             self.unit.status = ops.BlockedStatus(
                 f"cannot reach the Kubernetes API (403): run juju trust {self.app.name} --scope=cluster"
@@ -106,7 +112,8 @@ class OnnxModelCharm(ops.CharmBase):
                 log.info("pruning %s %s, no longer rendered", kind, name)
                 self.cluster.delete(api_version, kind, name, self.namespace)
 
-    def _report(self, config: ModelConfig) -> None:
+    def _report(self, config: ModelConfig) -> list[dict]:
+        """Set the status from what the cluster serves; return the model pods (for the scrape targets)."""
         name = config.model_name or self.app.name
         sdep = self.cluster.get("machinelearning.seldon.io/v1", "SeldonDeployment", name, self.namespace)
         pods = self.cluster.pods(self.namespace, {"seldon-deployment-id": name, "seldon-app": f"{name}-{PREDICTOR}"})
@@ -114,6 +121,22 @@ class OnnxModelCharm(ops.CharmBase):
         self.unit.status = STATUS[serving.kind](serving.message)
         if serving.kind == "active":
             self.unit.set_workload_version(config.effective_sha256[:12])
+        return pods
+
+    def _publish_observability(self, pods: list[dict]) -> None:
+        """Scrape jobs, alert rules and the dashboard into every COS relation (leader only).
+
+        Juju only signals the other side when a value really changes, so rewriting the same
+        data on every event costs nothing.
+        """
+        topo = observability.topology(self.model.name, self.model.uuid, self.app.name, self.unit.name, self.meta.name)
+        for relation in self.model.relations["metrics-endpoint"]:
+            data = relation.data[self.app]
+            data["scrape_metadata"] = json.dumps(topo)
+            data["scrape_jobs"] = json.dumps(observability.scrape_jobs(pods, SHA_LABEL))
+            data["alert_rules"] = json.dumps(observability.alert_rules(topo))
+        for relation in self.model.relations["grafana-dashboard"]:
+            relation.data[self.app]["dashboards"] = json.dumps(observability.dashboards(self.meta.name))
 
     def _on_remove(self, _: ops.RemoveEvent) -> None:
         """Leave nothing behind; every unit may try, deletes are idempotent."""

@@ -1,0 +1,106 @@
+"""The scrape jobs, alert rules and dashboard the charm ships, checked alone (pure functions)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import lzma
+
+import pytest
+import yaml
+
+import observability
+from support.promql import DASHBOARD, RULES, balanced, by_clauses, expressions, metric_names
+
+# The Seldon executor's request histogram (seldon-core executor/api/metric, labels
+# deployment_name, predictor_name, predictor_version, method, code): runs beside our server
+# in the pod; it is not part of this repository, so its names are recorded here.
+EXECUTOR_METRICS = {
+    "seldon_api_executor_server_requests_seconds_bucket",
+    "seldon_api_executor_server_requests_seconds_count",
+}
+# What our server exports (tests/e2e/test_observability.py checks these against the real one).
+SERVER_METRICS = {
+    "defect_images_total",
+    "defect_detections_total",
+    "defect_errors_total",
+    "defect_inference_seconds_bucket",
+}
+TOPO = observability.topology("kubeflow", "8a6c-uuid", "scratch", "scratch/0", "onnx-model")
+
+
+@pytest.mark.parametrize("where, expr", list(expressions()))
+def test_every_query_reads_metrics_that_exist(where, expr):
+    assert balanced(expr), f"{where}: unbalanced brackets in {expr}"
+    unknown = metric_names(expr) - SERVER_METRICS - EXECUTOR_METRICS - {"up"}
+    assert not unknown, f"{where}: no such metric {unknown}"
+
+
+def test_the_dashboard_is_one_grafana_dashboard_on_the_cos_datasource():
+    dashboard = json.loads(DASHBOARD.read_text())
+    ids = [p["id"] for p in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+    names = {v["name"] for v in dashboard["templating"]["list"]}
+    assert {"prometheusds", "juju_model", "juju_application"} <= names
+    for panel in dashboard["panels"]:
+        assert panel["datasource"]["uid"] == "${prometheusds}", panel["title"]
+        assert panel["targets"], panel["title"]
+        for target in panel["targets"]:
+            # Every query follows the model and application dropdowns, or it shows other sites' data.
+            assert '"$juju_model"' in target["expr"] and '"$juju_application"' in target["expr"], panel["title"]
+
+
+def test_panels_do_not_overlap():
+    cells = set()
+    for panel in json.loads(DASHBOARD.read_text())["panels"]:
+        g = panel["gridPos"]
+        area = {(x, y) for x in range(g["x"], g["x"] + g["w"]) for y in range(g["y"], g["y"] + g["h"])}
+        assert not area & cells, panel["title"]
+        assert g["x"] + g["w"] <= 24
+        cells |= area
+
+
+def test_the_dashboard_covers_latency_throughput_detections_and_errors():
+    exprs = " ".join(t["expr"] for p in json.loads(DASHBOARD.read_text())["panels"] for t in p["targets"])
+    for metric in ("defect_inference_seconds_bucket", "defect_images_total", "defect_detections_total",
+                   "defect_errors_total", "seldon_api_executor_server_requests_seconds_bucket"):  # fmt: skip
+        assert metric in exprs
+
+
+def test_alert_rules_are_complete_and_scoped():
+    rules = observability.alert_rules(TOPO)
+    source = yaml.safe_load(RULES.read_text())
+    assert len(rules["groups"][0]["rules"]) == len(source["groups"][0]["rules"])
+    for rule in rules["groups"][0]["rules"]:
+        assert rule["for"] and rule["labels"]["severity"] in {"warning", "critical"}
+        assert rule["annotations"]["summary"]
+        assert 'juju_model="kubeflow",juju_model_uuid="8a6c-uuid",juju_application="scratch"' in rule["expr"]
+        assert balanced(rule["expr"])
+
+
+@pytest.mark.parametrize("where, expr", list(expressions()))
+def test_grouping_never_drops_the_application(where, expr):
+    """Sums without juju_application would add two models' traffic together."""
+    for group in by_clauses(expr):
+        assert "juju_application" in group, f"{where}: by ({', '.join(sorted(group))})"
+
+
+def test_scrape_jobs_one_target_per_running_pod():
+    pods = [
+        {"metadata": {"name": "b", "labels": {"sha": "x"}}, "status": {"phase": "Running", "podIP": "10.0.0.2"}},
+        {"metadata": {"name": "a", "labels": {"sha": "y"}}, "status": {"phase": "Running", "podIP": "10.0.0.1"}},
+        {"metadata": {"name": "c"}, "status": {"phase": "Pending"}},
+    ]
+    model_job, executor_job = observability.scrape_jobs(pods, "sha")
+    assert model_job["static_configs"] == [
+        {"targets": ["10.0.0.1:6000"], "labels": {"pod": "a", "model_sha256": "y"}},
+        {"targets": ["10.0.0.2:6000"], "labels": {"pod": "b", "model_sha256": "x"}},
+    ]
+    assert [sc["targets"] for sc in executor_job["static_configs"]] == [["10.0.0.1:8000"], ["10.0.0.2:8000"]]
+
+
+def test_dashboard_payload_round_trips_and_is_stable():
+    first, second = observability.dashboards("onnx-model"), observability.dashboards("onnx-model")
+    assert first == second  # same uuid: no relation-changed storm on every update-status
+    content = first["templates"]["file:onnx-model"]["content"]
+    assert json.loads(lzma.decompress(base64.b64decode(content))) == json.loads(DASHBOARD.read_text())
