@@ -24,6 +24,7 @@ MICROK8S_CHANNEL = "1.28/stable"
 JUJU_CHANNEL = "3.6/stable"
 CONTROLLER = "edge-microk8s"
 MODEL = "kubeflow"  # the gateway lives in this namespace: the bundle requires this name
+REGISTRY = "localhost:32000"  # MicroK8s' registry add-on
 
 
 class StepFailed(RuntimeError):
@@ -100,6 +101,10 @@ class Bootstrap:
 
     # --- what each step does --------------------------------------------------------
 
+    def bootstrap_config(self) -> list[str]:
+        """Air-gapped: Juju's own images (controller, charm bases) from the local registry too."""
+        return ["--config", f"caas-image-repo={REGISTRY}/jujusolutions"] if self.airgapped else []
+
     def pack(self) -> None:
         if not succeeds("snap", "list", "charmcraft"):
             run("snap", "install", "charmcraft", "--classic")
@@ -151,7 +156,7 @@ class Bootstrap:
             Step(
                 f"controller {CONTROLLER}",
                 lambda: succeeds("juju", "show-controller", CONTROLLER),
-                lambda: run("juju", "bootstrap", "microk8s", CONTROLLER),
+                lambda: run("juju", "bootstrap", "microk8s", CONTROLLER, *self.bootstrap_config()),
                 "the user running this must be in the microk8s group: usermod -a -G microk8s $USER, then log in again",
             ),
             Step(
@@ -233,7 +238,11 @@ def main(argv: list[str]) -> int:
 
     p = argparse.ArgumentParser(prog="bootstrap-edge-site", description=__doc__.splitlines()[0])
     p.add_argument("--overlay", type=Path, action="append", default=[], help="as juju deploy --overlay")
-    p.add_argument("--airgapped", action="store_true", help="also enable MicroK8s' registry add-on")
+    p.add_argument(
+        "--airgapped",
+        action="store_true",
+        help="enable MicroK8s' registry add-on and take Juju's images from it (see scripts/airgap-images)",
+    )
     args = p.parse_args(argv)
     for overlay in args.overlay:
         if not overlay.is_file():

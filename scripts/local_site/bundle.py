@@ -65,7 +65,7 @@ def is_ours(spec: dict[str, Any]) -> bool:
 
 
 def merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
-    """Juju's overlay rules: applications merge key by key; null removes one; relations append."""
+    """Juju's overlay rules: applications and saas merge key by key; null removes one; relations append."""
     out = copy.deepcopy(base)
     apps = out.setdefault("applications", {})
     for name, spec in (overlay.get("applications") or {}).items():
@@ -78,6 +78,8 @@ def merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
                 current.setdefault("options", {}).update(value)
             else:
                 current[key] = value
+    for name, offer in (overlay.get("saas") or {}).items():
+        out.setdefault("saas", {})[name] = offer
     out["relations"] = list(out.get("relations") or []) + list(overlay.get("relations") or [])
     return out
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""A stand-in for snap, microk8s, juju and charmcraft: records each call, keeps a little state.
+"""A stand-in for snap, microk8s, juju, docker and charmcraft: records each call, keeps a little state.
 
 Invoked through wrappers named after the real commands, which pass their path first. $FAKE_STATE is a JSON file:
 installed snaps, enabled addons, controller, model, deployed applications, and
@@ -61,6 +61,22 @@ elif name == "microk8s":
 elif name == "juju":
     if "juju" not in state["snaps"]:
         done(code=127, err="juju: not installed\n")
+    if args[:1] == ["version"]:
+        done("3.6.4-genericlinux-amd64\n")
+    if args[:1] == ["download"]:
+        import zipfile
+
+        import yaml
+
+        # A charm as Charmhub serves it: a zip whose metadata.yaml lists its OCI resources.
+        resources = state.get("charm_resources", {}).get(args[1], {})
+        meta = {
+            "name": args[1],
+            "resources": {k: {"type": "oci-image", "upstream-source": v} for k, v in resources.items()},
+        }
+        with zipfile.ZipFile(args[args.index("--filepath") + 1], "w") as z:
+            z.writestr("metadata.yaml", yaml.safe_dump(meta))
+        done()
     if args[:1] == ["show-controller"]:
         done(code=0 if state["controller"] else 1)
     if args[:1] == ["bootstrap"]:
@@ -88,6 +104,14 @@ elif name == "juju":
         done(json.dumps({"applications": {a: {"application-status": {"current": status}} for a in state["apps"]}}))
     if args[:1] == ["wait-for"]:
         state["settled"] = True
+        done()
+elif name == "docker":
+    if args[:1] == ["save"]:
+        Path(args[args.index("-o") + 1]).write_bytes(b"image layers")
+        state.setdefault("saved", []).extend(args[3:])
+    if args[:1] == ["push"]:
+        state.setdefault("pushed", []).append(args[1])
+    if args[:1] in (["pull"], ["tag"], ["load"], ["save"], ["push"]):
         done()
 elif name == "charmcraft" and args[:1] == ["pack"]:
     Path("onnx-model_amd64.charm").write_bytes(b"charm")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -11,61 +10,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
-
-from edge_site.bootstrap import Bootstrap  # noqa: E402
-
-FRESH = {"snaps": [], "addons": [], "controller": False, "model": False, "apps": [], "settled": False}
-
-
-@pytest.fixture
-def host(tmp_path, monkeypatch):
-    """A fresh Ubuntu host: the fakes on PATH, an empty state, a calls log."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    for name in ("snap", "microk8s", "juju", "charmcraft"):
-        wrapper = bin_dir / name
-        wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{ROOT / "tests/support/fake_cli.py"}" "$0" "$@"\n')
-        wrapper.chmod(0o755)
-    state = tmp_path / "state.json"
-    state.write_text(json.dumps(FRESH))
-    calls = tmp_path / "calls.log"
-    calls.touch()
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.setenv("FAKE_STATE", str(state))
-    monkeypatch.setenv("FAKE_CALLS", str(calls))
-
-    class Host:
-        charm = tmp_path / "build" / "onnx-model.charm"
-
-        def calls(self) -> list[str]:
-            return calls.read_text().splitlines()
-
-        def mutating(self) -> list[str]:
-            verbs = (
-                "snap install",
-                "microk8s enable",
-                "juju bootstrap",
-                "juju add-model",
-                "juju deploy",
-                "charmcraft pack",
-                "juju wait-for",
-            )
-            return [c for c in self.calls() if c.startswith(verbs)]
-
-        def state(self) -> dict:
-            return json.loads(state.read_text())
-
-        def set(self, **kw) -> None:
-            s = self.state()
-            s.update(kw)
-            state.write_text(json.dumps(s))
-
-        def bootstrap(self, overlays=(), airgapped=False) -> tuple[int, list[str]]:
-            said: list[str] = []
-            code = Bootstrap(list(overlays), airgapped, say=said.append, charm=self.charm).run()
-            return code, said
-
-    return Host()
 
 
 def test_a_fresh_host_gets_every_step_in_order(host):
@@ -102,6 +46,10 @@ def test_overlays_and_airgapped(host):
     code, _ = host.bootstrap(overlays=[ROOT / "overlays/second-model.yaml"], airgapped=True)
     assert code == 0
     assert "microk8s enable registry" in host.mutating()
+    # Juju's controller and charm-base images come from the registry too (scripts/airgap-images).
+    assert (
+        "juju bootstrap microk8s edge-microk8s --config caas-image-repo=localhost:32000/jujusolutions" in host.calls()
+    )
     deploy = next(c for c in host.calls() if c.startswith("juju deploy"))
     assert deploy.endswith(f"--overlay {ROOT / 'overlays/second-model.yaml'}")
     assert "scratch-int8" in host.state()["apps"]

@@ -27,14 +27,18 @@ CHARMHUB = {
     "istio-pilot": {
         "channel": "1.17/stable",
         "endpoints": {"istio-pilot", "ingress", "ingress-auth", "gateway-info"},
-        "options": {"default-gateway"},
+        "options": {"default-gateway", "image-configuration"},
     },
     "istio-gateway": {
         "channel": "1.17/stable",
         "endpoints": {"istio-pilot"},
         "options": {"kind", "gateway_service_type", "proxy-image"},
     },
-    "seldon-core": {"channel": "1.17/stable", "endpoints": set(), "options": set()},
+    "seldon-core": {
+        "channel": "1.17/stable",
+        "endpoints": {"metrics-endpoint", "grafana-dashboard"},
+        "options": {"executor-container-image-and-version"},
+    },
     "dex-auth": {
         "channel": "2.36/stable",
         "endpoints": {"ingress", "oidc-client"},
@@ -45,6 +49,23 @@ CHARMHUB = {
         "endpoints": {"ingress", "ingress-auth", "oidc-client"},
         "options": {"public-url"},
     },
+    # COS: the agent only scrapes and forwards, so it needs no trust.
+    "grafana-agent-k8s": {
+        "channel": "latest/stable",
+        "trust": False,
+        "endpoints": {
+            "metrics-endpoint",
+            "grafana-dashboards-consumer",
+            "send-remote-write",
+            "grafana-dashboards-provider",
+        },
+        "options": set(),
+    },
+}
+# The COS Lite offers (cos-lite bundle in model `cos`, `juju offer cos.<app>:<endpoint>`).
+OFFERS = {
+    "admin/cos.prometheus": {"receive-remote-write"},
+    "admin/cos.grafana": {"grafana-dashboard"},
 }
 OURS = {
     "endpoints": set(CHARMCRAFT.get("provides", {})) | set(CHARMCRAFT.get("requires", {})),
@@ -66,11 +87,12 @@ def test_applications_channels_and_trust(overlay):
     bundle = merged(overlay)
     assert bundle["bundle"] == "kubernetes"
     for name, app in bundle["applications"].items():
-        assert app.get("trust") is True, f"{name}: every charm here writes to the Kubernetes API"
         if site_bundle.is_ours(app):
+            assert app.get("trust") is True, f"{name}: writes to the Kubernetes API"
             assert app["charm"] == "./build/onnx-model.charm"
         else:
             known = CHARMHUB[app["charm"]]
+            assert bool(app.get("trust")) is known.get("trust", True), f"{name}: trust as the charm needs it"
             assert app["channel"] == known["channel"], f"{name}: channel outside the tested set"
             assert set(app.get("options") or {}) <= known["options"], name
 
@@ -81,8 +103,13 @@ def test_relation_endpoints_exist(overlay):
     for relation in bundle.get("relations") or []:
         for end in relation:
             app, _, endpoint = end.partition(":")
-            spec = bundle["applications"][app]
-            endpoints = OURS["endpoints"] if site_bundle.is_ours(spec) else CHARMHUB[spec["charm"]]["endpoints"]
+            assert endpoint, f"{relation}: name the endpoint, the charms have several of one interface"
+            if app in (bundle.get("saas") or {}):
+                endpoints = OFFERS[bundle["saas"][app]["url"]]
+            elif site_bundle.is_ours(bundle["applications"][app]):
+                endpoints = OURS["endpoints"]
+            else:
+                endpoints = CHARMHUB[bundle["applications"][app]["charm"]]["endpoints"]
             assert endpoint in endpoints, f"{end}: no such endpoint"
 
 
@@ -104,6 +131,31 @@ def test_every_model_sha256_matches_the_file_it_names(overlay):
         if site_bundle.is_ours(app) and uri.startswith("file://" + IMAGE_MODEL_ROOT):
             path = ROOT / "models" / uri.removeprefix("file://" + IMAGE_MODEL_ROOT)
             assert hashlib.sha256(path.read_bytes()).hexdigest() == options["model-sha256"], uri
+
+
+def test_observability_scrapes_every_model_and_forwards_to_cos():
+    bundle = merged(ROOT / "overlays/observability.yaml")
+    relations = {tuple(r) for r in bundle["relations"]}
+    for name, app in bundle["applications"].items():
+        if site_bundle.is_ours(app):
+            assert (f"{name}:metrics-endpoint", "grafana-agent:metrics-endpoint") in relations
+            assert (f"{name}:grafana-dashboard", "grafana-agent:grafana-dashboards-consumer") in relations
+    assert ("grafana-agent:send-remote-write", "prometheus:receive-remote-write") in relations
+
+
+def test_airgapped_points_every_image_option_at_the_local_registry():
+    bundle = merged(ROOT / "overlays/airgapped.yaml")
+    image_options = {
+        "istio-pilot": "image-configuration",
+        "istio-ingressgateway": "proxy-image",
+        "seldon-controller-manager": "executor-container-image-and-version",
+    }
+    for app, option in image_options.items():
+        value = bundle["applications"][app]["options"][option]
+        assert "docker.io" not in value and "localhost:32000/" in value, app
+    for name, app in bundle["applications"].items():
+        if site_bundle.is_ours(app):
+            assert app["options"]["server-image"].startswith("localhost:32000/"), name
 
 
 def test_the_gateway_is_a_nodeport_ingress_named_kubeflow_gateway():

@@ -1,0 +1,68 @@
+"""Shared fixtures of the unit tests: a fake host for the site's shell-level scripts."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from edge_site.bootstrap import Bootstrap  # noqa: E402
+
+FRESH = {"snaps": [], "addons": [], "controller": False, "model": False, "apps": [], "settled": False}
+
+
+@pytest.fixture
+def host(tmp_path, monkeypatch):
+    """A fresh Ubuntu host: the fakes on PATH, an empty state, a calls log."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name in ("snap", "microk8s", "juju", "docker", "charmcraft"):
+        wrapper = bin_dir / name
+        wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{ROOT / "tests/support/fake_cli.py"}" "$0" "$@"\n')
+        wrapper.chmod(0o755)
+    state = tmp_path / "state.json"
+    state.write_text(json.dumps(FRESH))
+    calls = tmp_path / "calls.log"
+    calls.touch()
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_STATE", str(state))
+    monkeypatch.setenv("FAKE_CALLS", str(calls))
+
+    class Host:
+        charm = tmp_path / "build" / "onnx-model.charm"
+
+        def calls(self) -> list[str]:
+            return calls.read_text().splitlines()
+
+        def mutating(self) -> list[str]:
+            verbs = (
+                "snap install",
+                "microk8s enable",
+                "juju bootstrap",
+                "juju add-model",
+                "juju deploy",
+                "charmcraft pack",
+                "juju wait-for",
+            )
+            return [c for c in self.calls() if c.startswith(verbs)]
+
+        def state(self) -> dict:
+            return json.loads(state.read_text())
+
+        def set(self, **kw) -> None:
+            s = self.state()
+            s.update(kw)
+            state.write_text(json.dumps(s))
+
+        def bootstrap(self, overlays=(), airgapped=False) -> tuple[int, list[str]]:
+            said: list[str] = []
+            code = Bootstrap(list(overlays), airgapped, say=said.append, charm=self.charm).run()
+            return code, said
+
+    return Host()
