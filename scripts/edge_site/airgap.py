@@ -1,18 +1,19 @@
-"""Carry every container image and charm of the site to a machine without internet.
+"""Carry everything the site installs to a machine without internet.
 
-    export DIR   on a connected machine (juju, docker): the Charmhub charms of the bundle,
-                 every image the site runs, retagged for localhost:32000, in DIR
-    import DIR   on the edge machine (MicroK8s registry add-on, docker): push them into
-                 the registry
+    export DIR   on a connected machine (snap, juju, docker, the packed charm): the MicroK8s
+                 and Juju snaps, the bundle's Charmhub charms, our packed charm, and every
+                 image the site runs, retagged for localhost:32000, into DIR
+    import DIR   on the edge machine (MicroK8s registry add-on, docker): push the images
 
-overlays/airgapped.yaml points every image option at localhost:32000; DIR/charms.yaml
-(written by export) deploys the downloaded charms with their OCI resources from there.
-UPSTREAM_IMAGES below is the one list both follow: a unit test fails if the overlay names
-an image that is not mirrored.
+``bootstrap-edge-site --airgapped DIR`` uses all of it. overlays/airgapped.yaml points every
+image option at localhost:32000; DIR/charms.yaml (written by export) deploys the downloaded
+charms with their OCI resources from there. UPSTREAM_IMAGES below is the one list both
+follow: a unit test fails if the overlay names an image that is not mirrored.
 """
 
 from __future__ import annotations
 
+import shutil
 import urllib.error
 import urllib.request
 import zipfile
@@ -20,7 +21,10 @@ from pathlib import Path
 
 import yaml
 
-from .bootstrap import REGISTRY, ROOT, StepFailed, run
+from .shell import JUJU_CHANNEL, MICROK8S_CHANNEL, REGISTRY, ROOT, StepFailed, run
+
+CHARM_NAME = "onnx-model.charm"  # our packed charm, as build/ and DIR hold it
+SNAPS = {"microk8s": MICROK8S_CHANNEL, "juju": JUJU_CHANNEL}
 
 ISTIO_TAG = "1.17.3"  # what istio-pilot 1.17/stable installs (its image-configuration default)
 SELDON_TAG = "1.17.1"  # seldon-core 1.17/stable's executor-container-image-and-version default
@@ -84,21 +88,42 @@ def juju_images() -> dict[str, str]:
     return {u: local_name(u) for u in upstream}
 
 
-def export(out: Path, overlays: list[Path], say=print) -> int:
-    """Download charms, pull and retag images, save them; write charms.yaml and images.txt."""
+def local_snap(folder: Path, name: str) -> tuple[Path, Path] | None:
+    """(snap, assertion) that export downloaded for ``name``, if any."""
+    snaps = sorted((folder / "snaps").glob(f"{name}_*.snap"))
+    if not snaps:
+        return None
+    return snaps[-1], snaps[-1].with_suffix(".assert")
+
+
+def export(out: Path, overlays: list[Path], say=print, charm: Path = ROOT / "build" / CHARM_NAME) -> int:
+    """Snaps, charms and images into ``out``; write charms.yaml and images.txt."""
+    if not charm.is_file():
+        raise StepFailed(
+            f"{charm} is missing: pack the charm first "
+            "((cd charms/onnx-model && charmcraft pack) and move it to build/onnx-model.charm)"
+        )
     charms_dir = out / "charms"
     charms_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(charm, out / CHARM_NAME)
+    snaps_dir = out / "snaps"
+    snaps_dir.mkdir(exist_ok=True)
+    for name, channel in SNAPS.items():
+        if local_snap(out, name) is None:
+            say(f"snap     {name} ({channel})")
+            run("snap", "download", name, f"--channel={channel}", f"--target-directory={snaps_dir}")
     images = option_images() | juju_images()
     local_charms: dict[str, dict] = {}
-    for app, (charm, channel) in sorted(bundle_charms(overlays).items()):
-        target = charms_dir / f"{charm}.charm"
+    for app, (store_name, channel) in sorted(bundle_charms(overlays).items()):
+        target = charms_dir / f"{store_name}.charm"
         if not target.exists():
-            say(f"charm    {charm} ({channel})")
-            run("juju", "download", charm, "--channel", channel, "--filepath", str(target))
+            say(f"charm    {store_name} ({channel})")
+            run("juju", "download", store_name, "--channel", channel, "--filepath", str(target))
         upstream = charm_resources(target)
         resources = {name: local_name(src) for name, src in upstream.items()}
         images |= {src: local_name(src) for src in upstream.values()}
-        local_charms[app] = {"charm": str(target.resolve()), **({"resources": resources} if resources else {})}
+        # Relative to this folder; localize_charm_paths() makes them absolute where it is unpacked.
+        local_charms[app] = {"charm": f"./charms/{target.name}", **({"resources": resources} if resources else {})}
     for upstream, local in sorted(images.items()):
         say(f"image    {upstream}")
         run("docker", "pull", upstream)
@@ -111,7 +136,41 @@ def export(out: Path, overlays: list[Path], say=print) -> int:
     return 0
 
 
+def localize_charm_paths(folder: Path) -> Path:
+    """Point DIR/charms.yaml at the charm files where DIR is now (Juju wants a path it can open)."""
+    overlay = folder / "charms.yaml"
+    data = yaml.safe_load(overlay.read_text())
+    for spec in data["applications"].values():
+        spec["charm"] = str((folder / "charms" / Path(spec["charm"]).name).resolve())
+    header = "# Written by scripts/airgap-images: the charms downloaded beside it.\n"
+    overlay.write_text(header + yaml.safe_dump(data, sort_keys=True))
+    return overlay
+
+
 REGISTRY_API = f"http://{REGISTRY}/v2/"
+
+
+def in_registry(image: str) -> bool:
+    """Whether localhost:32000 already holds ``image`` (its manifest answers)."""
+    repo, _, tag = image.removeprefix(f"{REGISTRY}/").rpartition(":")
+    request = urllib.request.Request(
+        f"{REGISTRY_API}{repo}/manifests/{tag}",
+        method="HEAD",
+        headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=5) as resp:
+            return resp.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def missing_images(folder: Path) -> list[str]:
+    """The images of ``folder``/images.txt that the registry does not hold yet."""
+    listed = folder / "images.txt"
+    if not listed.is_file():
+        raise StepFailed(f"{listed} is missing: run `scripts/airgap-images export {folder}` on a connected machine")
+    return [image for image in listed.read_text().split() if not in_registry(image)]
 
 
 def registry_up() -> bool:
@@ -131,6 +190,7 @@ def import_(src: Path, say=print) -> int:
         raise StepFailed(
             f"no registry at {REGISTRY}: run `microk8s enable registry` (or bootstrap-edge-site --airgapped)"
         )
+    localize_charm_paths(src)
     run("docker", "load", "-i", str(src / "images.tar"))
     images = [line for line in (src / "images.txt").read_text().splitlines() if line.strip()]
     for image in images:

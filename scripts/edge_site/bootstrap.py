@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,18 +16,13 @@ from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
+from . import airgap
+from .shell import JUJU_CHANNEL, MICROK8S_CHANNEL, REGISTRY, ROOT, StepFailed, run, succeeds
+
 CHARM_DIR = ROOT / "charms" / "onnx-model"
 CHARM = ROOT / "build" / "onnx-model.charm"
-MICROK8S_CHANNEL = "1.28/stable"
-JUJU_CHANNEL = "3.6/stable"
 CONTROLLER = "edge-microk8s"
 MODEL = "kubeflow"  # the gateway lives in this namespace: the bundle requires this name
-REGISTRY = "localhost:32000"  # MicroK8s' registry add-on
-
-
-class StepFailed(RuntimeError):
-    """A step could not be completed; the message says what to do."""
 
 
 @dataclass
@@ -39,30 +33,17 @@ class Step:
     hint: str
 
 
-def run(*cmd: str, cwd: Path | None = None, check: bool = True, timeout: float = 3600) -> subprocess.CompletedProcess:
-    try:
-        proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
-    except FileNotFoundError:
-        raise StepFailed(f"`{cmd[0]}` is not installed") from None
-    except subprocess.TimeoutExpired:
-        raise StepFailed(f"`{' '.join(cmd)}` did not finish in {timeout:g}s") from None
-    if check and proc.returncode != 0:
-        output = (proc.stderr or proc.stdout).strip()[-800:]
-        raise StepFailed(f"`{' '.join(cmd)}` exited {proc.returncode}: {output}")
-    return proc
-
-
-def succeeds(*cmd: str) -> bool:
-    try:
-        return run(*cmd, check=False, timeout=120).returncode == 0
-    except StepFailed:
-        return False
-
-
 class Bootstrap:
-    def __init__(self, overlays: list[Path], airgapped: bool, say=print, charm: Path = CHARM) -> None:
-        self.overlays, self.airgapped, self.say, self.charm = overlays, airgapped, say, charm
-        self.addons = ["dns", "hostpath-storage"] + (["registry"] if airgapped else [])
+    """The steps from a fresh host to a serving site; ``airgap``: a folder from ``airgap-images export``."""
+
+    def __init__(self, overlays: list[Path], airgap: Path | None = None, say=print, charm: Path = CHARM) -> None:
+        self.airgap, self.say, self.charm = airgap, say, charm
+        self.overlays = list(overlays)
+        if airgap is not None:  # images from the registry, charms from the folder
+            for extra in (ROOT / "overlays" / "airgapped.yaml", airgap / "charms.yaml"):
+                if extra.resolve() not in {o.resolve() for o in self.overlays}:
+                    self.overlays.append(extra)
+        self.addons = ["dns", "hostpath-storage"] + (["registry"] if airgap is not None else [])
 
     # --- what each step checks ----------------------------------------------------
 
@@ -103,7 +84,32 @@ class Bootstrap:
 
     def bootstrap_config(self) -> list[str]:
         """Air-gapped: Juju's own images (controller, charm bases) from the local registry too."""
-        return ["--config", f"caas-image-repo={REGISTRY}/jujusolutions"] if self.airgapped else []
+        return ["--config", f"caas-image-repo={REGISTRY}/jujusolutions"] if self.airgap is not None else []
+
+    def install_snap(self, name: str, channel: str, classic: bool) -> None:
+        """From the store, or on an air-gapped host from the snap the export downloaded."""
+        flags = ["--classic"] if classic else []
+        local = airgap.local_snap(self.airgap, name) if self.airgap is not None else None
+        if local is None:
+            run("snap", "install", name, *flags, f"--channel={channel}")
+            return
+        snap, assertion = local
+        run("snap", "ack", str(assertion))
+        run("snap", "install", str(snap), *flags)
+
+    def charm_ready(self) -> bool:
+        if self.airgap is None:
+            return self.charm_fresh()
+        shipped = self.airgap / airgap.CHARM_NAME
+        return self.charm.exists() and shipped.exists() and self.charm.read_bytes() == shipped.read_bytes()
+
+    def take_charm(self) -> None:
+        """Air-gapped: charmcraft cannot fetch its build dependencies; the export brought the charm."""
+        shipped = self.airgap / airgap.CHARM_NAME
+        if not shipped.exists():
+            raise StepFailed(f"{shipped} is missing: pack the charm before `airgap-images export`")
+        self.charm.parent.mkdir(exist_ok=True)
+        shutil.copyfile(shipped, self.charm)
 
     def pack(self) -> None:
         if not succeeds("snap", "list", "charmcraft"):
@@ -116,6 +122,8 @@ class Bootstrap:
         shutil.move(str(packed[-1]), self.charm)
 
     def deploy(self) -> None:
+        if self.airgap is not None:
+            airgap.localize_charm_paths(self.airgap)
         cmd = ["juju", "deploy", "-m", f"{CONTROLLER}:{MODEL}", str(ROOT / "bundle.yaml"), "--trust"]
         for overlay in self.overlays:
             cmd += ["--overlay", str(overlay)]
@@ -132,7 +140,7 @@ class Bootstrap:
             Step(
                 f"MicroK8s {MICROK8S_CHANNEL}",
                 lambda: succeeds("snap", "list", "microk8s"),
-                lambda: run("snap", "install", "microk8s", "--classic", f"--channel={MICROK8S_CHANNEL}"),
+                lambda: self.install_snap("microk8s", MICROK8S_CHANNEL, classic=True),
                 "run as root (sudo); check `snap changes`",
             ),
             Step(
@@ -147,10 +155,11 @@ class Bootstrap:
                 self.enable_addons,
                 "see `microk8s status` and `microk8s inspect`",
             ),
+            *self.airgap_steps(),
             Step(
                 f"Juju {JUJU_CHANNEL}",
                 lambda: succeeds("snap", "list", "juju"),
-                lambda: run("snap", "install", "juju", f"--channel={JUJU_CHANNEL}"),
+                lambda: self.install_snap("juju", JUJU_CHANNEL, classic=False),
                 "run as root (sudo); check `snap changes`",
             ),
             Step(
@@ -167,8 +176,8 @@ class Bootstrap:
             ),
             Step(
                 "onnx-model charm packed",
-                self.charm_fresh,
-                self.pack,
+                self.charm_ready,
+                self.pack if self.airgap is None else self.take_charm,
                 "charmcraft needs LXD: `lxd init --auto`; or pack elsewhere and copy it to build/onnx-model.charm",
             ),
             Step(
@@ -192,6 +201,18 @@ class Bootstrap:
                 ),  # fmt: skip
                 f"`juju status -m {MODEL}`: a blocked unit says what it needs",
             ),
+        ]
+
+    def airgap_steps(self) -> list[Step]:
+        if self.airgap is None:
+            return []
+        return [
+            Step(
+                f"images in {REGISTRY}",
+                lambda: not airgap.missing_images(self.airgap),
+                lambda: airgap.import_(self.airgap, say=self.say),
+                f"`airgap-images export` on a connected machine, copy the folder to {self.airgap}",
+            )
         ]
 
     def gateway_url(self) -> str:
@@ -240,12 +261,19 @@ def main(argv: list[str]) -> int:
     p.add_argument("--overlay", type=Path, action="append", default=[], help="as juju deploy --overlay")
     p.add_argument(
         "--airgapped",
-        action="store_true",
-        help="enable MicroK8s' registry add-on and take Juju's images from it (see scripts/airgap-images)",
+        type=Path,
+        metavar="DIR",
+        help="no internet: snaps, images and charms from DIR (made by `scripts/airgap-images export DIR`)",
     )
     args = p.parse_args(argv)
     for overlay in args.overlay:
         if not overlay.is_file():
             print(f"bootstrap-edge-site: --overlay {overlay}: no such file", file=sys.stderr)
             return 2
+    if args.airgapped is not None and not (args.airgapped / "images.txt").is_file():
+        print(
+            f"bootstrap-edge-site: --airgapped {args.airgapped}: not a folder from `airgap-images export`",
+            file=sys.stderr,
+        )
+        return 2
     return Bootstrap(args.overlay, args.airgapped, say=lambda line: print(line, flush=True)).run()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
 
+from edge_site import airgap  # noqa: E402
 from edge_site.bootstrap import Bootstrap  # noqa: E402
 
 FRESH = {"snaps": [], "addons": [], "controller": False, "model": False, "apps": [], "settled": False}
@@ -60,9 +63,36 @@ def host(tmp_path, monkeypatch):
             s.update(kw)
             state.write_text(json.dumps(s))
 
-        def bootstrap(self, overlays=(), airgapped=False) -> tuple[int, list[str]]:
+        def bootstrap(self, overlays=(), airgap: Path | None = None) -> tuple[int, list[str]]:
             said: list[str] = []
-            code = Bootstrap(list(overlays), airgapped, say=said.append, charm=self.charm).run()
+            code = Bootstrap(list(overlays), airgap, say=said.append, charm=self.charm).run()
             return code, said
 
     return Host()
+
+
+@pytest.fixture
+def registry(host, monkeypatch):
+    """MicroK8s' registry add-on as the scripts see it: /v2/ answers, manifests of pushed images exist."""
+
+    class Registry(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            self.answer()
+
+        def do_HEAD(self):  # noqa: N802
+            self.answer()
+
+        def answer(self):
+            pushed = host.state().get("pushed", [])
+            held = {f"/v2/{i.removeprefix('localhost:32000/').replace(':', '/manifests/')}" for i in pushed}
+            self.send_response(200 if self.path == "/v2/" or self.path in held else 404)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Registry)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setattr(airgap, "REGISTRY_API", f"http://127.0.0.1:{server.server_address[1]}/v2/")
+    yield server
+    server.shutdown()

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import http.server
-import threading
 import zipfile
 
 import pytest
 import yaml
 
 from edge_site import airgap
-from edge_site.bootstrap import ROOT
+from edge_site.shell import ROOT
 
 SELDON_OPERATOR = "docker.io/charmedkubeflow/seldon-core-operator:v1.17.1_22.04_1"
 
@@ -22,28 +20,14 @@ def connected(host):
     return host
 
 
-@pytest.fixture
-def registry(monkeypatch):
-    """A registry answering /v2/ like MicroK8s' add-on."""
-
-    class V2(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802
-            self.send_response(200 if self.path == "/v2/" else 404)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), V2)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.setattr(airgap, "REGISTRY_API", f"http://127.0.0.1:{server.server_address[1]}/v2/")
-    yield
-    server.shutdown()
-
-
 def export(tmp_path, overlays=()) -> tuple[int, list[str]]:
+    """Export as a connected machine would, with a packed charm in build/."""
+    charm = tmp_path / "build" / "onnx-model.charm"
+    if not charm.exists():
+        charm.parent.mkdir(parents=True)
+        charm.write_bytes(b"packed onnx-model")
     said: list[str] = []
-    return airgap.export(tmp_path / "airgap", list(overlays), say=said.append), said
+    return airgap.export(tmp_path / "airgap", list(overlays), say=said.append, charm=charm), said
 
 
 def test_export_downloads_every_charmhub_charm_of_the_bundle(connected, tmp_path):
@@ -80,16 +64,31 @@ def test_export_writes_an_overlay_deploying_the_local_charms_with_local_resource
     export(tmp_path)
     apps = yaml.safe_load((tmp_path / "airgap/charms.yaml").read_text())["applications"]
     assert set(apps) == {"istio-pilot", "istio-ingressgateway", "seldon-controller-manager"}
-    assert apps["seldon-controller-manager"]["charm"] == str((tmp_path / "airgap/charms/seldon-core.charm").resolve())
+    assert apps["seldon-controller-manager"]["charm"] == "./charms/seldon-core.charm"  # the folder moves
     assert apps["seldon-controller-manager"]["resources"] == {
         "oci-image": "localhost:32000/charmedkubeflow/seldon-core-operator:v1.17.1_22.04_1"
     }
 
 
-def test_export_again_does_not_download_the_charms_again(connected, tmp_path):
+def test_export_brings_the_snaps_and_the_packed_charm(connected, tmp_path):
+    export(tmp_path)
+    assert (tmp_path / "airgap/onnx-model.charm").read_bytes() == b"packed onnx-model"
+    for name in ("microk8s", "juju"):
+        snap, assertion = airgap.local_snap(tmp_path / "airgap", name)
+        assert snap.exists() and assertion.exists()
+    assert "snap download microk8s --channel=1.28/stable" in " ".join(connected.calls())
+
+
+def test_export_without_a_packed_charm_says_to_pack_it(connected, tmp_path):
+    with pytest.raises(airgap.StepFailed, match="charmcraft pack"):
+        airgap.export(tmp_path / "airgap", [], charm=tmp_path / "nothing.charm")
+
+
+def test_export_again_downloads_nothing_again(connected, tmp_path):
     export(tmp_path)
     export(tmp_path)
     assert len([c for c in connected.calls() if c.startswith("juju download")]) == 3
+    assert len([c for c in connected.calls() if c.startswith("snap download")]) == 2
 
 
 def test_export_overlays_add_their_charms(connected, tmp_path):
@@ -106,9 +105,16 @@ def test_export_stops_with_the_failing_command(connected, tmp_path):
 
 def test_import_pushes_every_exported_image(connected, tmp_path, registry):
     export(tmp_path)
+    moved = tmp_path / "edge" / "airgap"  # carried to another machine, another path
+    moved.parent.mkdir()
+    (tmp_path / "airgap").rename(moved)
+    assert airgap.missing_images(moved) == (moved / "images.txt").read_text().split()
     said: list[str] = []
-    assert airgap.import_(tmp_path / "airgap", say=said.append) == 0
-    assert connected.state()["pushed"] == (tmp_path / "airgap/images.txt").read_text().split()
+    assert airgap.import_(moved, say=said.append) == 0
+    assert connected.state()["pushed"] == (moved / "images.txt").read_text().split()
+    assert airgap.missing_images(moved) == []
+    apps = yaml.safe_load((moved / "charms.yaml").read_text())["applications"]
+    assert apps["istio-pilot"]["charm"] == str((moved / "charms/istio-pilot.charm").resolve())
     assert "--overlay overlays/airgapped.yaml" in said[-1]
 
 

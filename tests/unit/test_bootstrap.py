@@ -11,6 +11,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
 
+from conftest import FRESH  # noqa: E402
+from edge_site import airgap  # noqa: E402
+
 
 def test_a_fresh_host_gets_every_step_in_order(host):
     code, said = host.bootstrap()
@@ -42,17 +45,55 @@ def test_a_second_run_changes_nothing_and_says_so(host):
     assert "nothing to change: the site was already up" in said
 
 
-def test_overlays_and_airgapped(host):
-    code, _ = host.bootstrap(overlays=[ROOT / "overlays/second-model.yaml"], airgapped=True)
+def test_overlays_are_passed_to_the_deploy(host):
+    code, _ = host.bootstrap(overlays=[ROOT / "overlays/second-model.yaml"])
     assert code == 0
-    assert "microk8s enable registry" in host.mutating()
-    # Juju's controller and charm-base images come from the registry too (scripts/airgap-images).
-    assert (
-        "juju bootstrap microk8s edge-microk8s --config caas-image-repo=localhost:32000/jujusolutions" in host.calls()
-    )
     deploy = next(c for c in host.calls() if c.startswith("juju deploy"))
     assert deploy.endswith(f"--overlay {ROOT / 'overlays/second-model.yaml'}")
     assert "scratch-int8" in host.state()["apps"]
+
+
+@pytest.fixture
+def exported(host, tmp_path):
+    """A folder made by `airgap-images export` on a connected machine, then a fresh edge host."""
+    charm = tmp_path / "packed" / "onnx-model.charm"
+    charm.parent.mkdir()
+    charm.write_bytes(b"packed onnx-model")
+    host.set(snaps=["juju"])
+    airgap.export(tmp_path / "airgap", [], say=lambda _: None, charm=charm)
+    (tmp_path / "calls.log").write_text("")
+    host.set(**FRESH)  # the edge machine: nothing installed, nothing reachable but the folder
+    return tmp_path / "airgap"
+
+
+def test_an_airgapped_host_installs_everything_from_the_export(host, registry, exported):
+    code, said = host.bootstrap(airgap=exported)
+    assert code == 0, "\n".join(said)
+    mutating = host.mutating()
+    # snaps from the downloaded files, after acknowledging their assertions; never the store
+    assert f"snap install {exported / 'snaps/microk8s_42.snap'} --classic" in mutating
+    assert f"snap ack {exported / 'snaps/juju_42.assert'}" in host.calls()
+    assert not any(c.startswith("snap install microk8s") or c == "snap install charmcraft --classic" for c in mutating)
+    # the registry is up and holds every image before Juju needs its own from it
+    assert "microk8s enable registry" in mutating
+    pushed = host.state()["pushed"]
+    assert pushed == (exported / "images.txt").read_text().split()
+    bootstrap = "juju bootstrap microk8s edge-microk8s --config caas-image-repo=localhost:32000/jujusolutions"
+    assert host.calls().index(bootstrap) > max(host.calls().index(f"docker push {image}") for image in pushed)
+    # our charm comes from the folder (charmcraft cannot fetch its build dependencies offline)
+    assert "charmcraft pack" not in mutating
+    assert host.charm.read_bytes() == b"packed onnx-model"
+    deploy = next(c for c in mutating if c.startswith("juju deploy"))
+    assert deploy.endswith(f"--overlay {ROOT / 'overlays/airgapped.yaml'} --overlay {exported / 'charms.yaml'}")
+
+
+def test_an_airgapped_second_run_changes_nothing(host, registry, exported):
+    assert host.bootstrap(airgap=exported)[0] == 0
+    before = len(host.mutating())
+    code, said = host.bootstrap(airgap=exported)
+    assert code == 0
+    assert len(host.mutating()) == before
+    assert "nothing to change: the site was already up" in said
 
 
 @pytest.mark.parametrize(
