@@ -50,7 +50,10 @@ async def test_deploy_the_bundle(ops_test):
     charm = await ops_test.build_charm(ROOT / "charms" / "onnx-model")
     (ROOT / "build").mkdir(exist_ok=True)
     shutil.copy(charm, ROOT / "build" / "onnx-model.charm")
-    await ops_test.juju("deploy", str(ROOT / "bundle.yaml"), "--trust", check=True)
+    # The int8 overlay, so that rolling to fp32 below is a real change of model.
+    await ops_test.juju(
+        "deploy", str(ROOT / "bundle.yaml"), "--trust", "--overlay", str(ROOT / "overlays/int8.yaml"), check=True
+    )
     await ops_test.model.wait_for_idle(status="active", timeout=45 * 60, idle_period=30, raise_on_error=False)
     status = ops_test.model.applications[APP].units[0].workload_status_message
     assert status == f"serving /model/{APP}/ sha {VARIANTS['int8']['sha256'][:7]}"
@@ -107,6 +110,26 @@ async def test_tampered_model_never_serves(ops_test):
     await app.set_config({"model-sha256": "0" * 64})
     await ops_test.model.block_until(lambda: "still serving" in app.units[0].workload_status_message, timeout=600)
     assert predict(gateway_url()).json()["jsonData"]["model"]["sha256"] == VARIANTS["fp32"]["sha256"]
+
+
+async def test_every_model_pod_is_scraped_through_metrics_endpoint(ops_test):
+    """A Grafana Agent related to the charm gets a target per model pod, and each target answers."""
+    await ops_test.model.deploy("grafana-agent-k8s", application_name="grafana-agent", channel="latest/stable")
+    await ops_test.model.integrate(f"{APP}:metrics-endpoint", "grafana-agent:metrics-endpoint")
+    await ops_test.model.wait_for_idle(apps=[APP], status="active", timeout=600)
+    pods = json.loads(kubectl("-n", "kubeflow", "get", "pods", "-l", f"seldon-deployment-id={APP}", "-o", "json"))
+    ips = {p["status"]["podIP"] for p in pods["items"] if p["status"].get("phase") == "Running"}
+    _, out, _ = await ops_test.juju("show-unit", "grafana-agent/0", "--format", "json", check=True)
+    relations = json.loads(out)["grafana-agent/0"]["relation-info"]
+    (scrape,) = [r for r in relations if r["endpoint"] == "metrics-endpoint"]
+    jobs = json.loads(scrape["application-data"]["scrape_jobs"])
+    (server_job,) = [j for j in jobs if j["job_name"] == "onnx-model-server"]
+    targets = {t for sc in server_job["static_configs"] for t in sc["targets"]}
+    assert targets == {f"{ip}:6000" for ip in ips}
+    for target in targets:  # the node reaches pod IPs directly
+        metrics = requests.get(f"http://{target}/prometheus", timeout=10).text
+        assert "defect_images_total" in metrics
+    await ops_test.model.remove_application("grafana-agent", block_until_done=True)
 
 
 async def test_remove_leaves_nothing_behind(ops_test):
