@@ -1,4 +1,4 @@
-"""Shared fixtures of the unit tests: a fake host for the site's shell-level scripts."""
+"""Shared fixtures of the unit tests: the charm against a fake cluster; a fake host for the scripts."""
 
 from __future__ import annotations
 
@@ -10,6 +10,12 @@ import threading
 from pathlib import Path
 
 import pytest
+from ops import testing
+
+import cluster as cluster_module
+from charm import OnnxModelCharm
+from support.charm_harness import APP
+from support.fake_k8s import FakeCluster
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -96,3 +102,16 @@ def registry(host, monkeypatch):
     monkeypatch.setattr(airgap, "REGISTRY_API", f"http://127.0.0.1:{server.server_address[1]}/v2/")
     yield server
     server.shutdown()
+
+
+@pytest.fixture
+def k8s(monkeypatch) -> FakeCluster:
+    """The Kubernetes API as the charm's client sees it (cluster.connect patched at the boundary)."""
+    fake = FakeCluster()
+    monkeypatch.setattr(cluster_module, "connect", fake.client)
+    return fake
+
+
+@pytest.fixture
+def ctx() -> testing.Context:
+    return testing.Context(OnnxModelCharm, app_name=APP)

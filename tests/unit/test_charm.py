@@ -12,29 +12,10 @@ import logging
 import pytest
 from ops import testing
 
-import cluster as cluster_module
 from charm import OnnxModelCharm
 from model_config import DEFAULT_MODEL_SHA256
+from support.charm_harness import APP, NS, SHA1, SHA2, V1, V2
 from support.fake_k8s import FakeCluster, Timeout, api_error
-
-NS = "kubeflow"
-APP = "scratch"
-SHA1 = "1" * 64
-SHA2 = "2" * 64
-V1 = {"model-uri": "https://models.example/v1.onnx", "model-sha256": SHA1}
-V2 = {"model-uri": "https://models.example/v2.onnx", "model-sha256": SHA2}
-
-
-@pytest.fixture
-def k8s(monkeypatch) -> FakeCluster:
-    fake = FakeCluster()
-    monkeypatch.setattr(cluster_module, "connect", fake.client)
-    return fake
-
-
-@pytest.fixture
-def ctx() -> testing.Context:
-    return testing.Context(OnnxModelCharm, app_name=APP)
 
 
 def state(config: dict | None = None, leader: bool = True, **kw) -> testing.State:

@@ -11,31 +11,10 @@ import base64
 import json
 import lzma
 
-import pytest
 from ops import testing
 
-import cluster as cluster_module
-from charm import OnnxModelCharm
-from support.fake_k8s import FakeCluster, api_error
-
-NS = "kubeflow"
-APP = "scratch"
-SHA1 = "1" * 64
-SHA2 = "2" * 64
-V1 = {"model-uri": "https://models.example/v1.onnx", "model-sha256": SHA1}
-V2 = {"model-uri": "https://models.example/v2.onnx", "model-sha256": SHA2}
-
-
-@pytest.fixture
-def k8s(monkeypatch) -> FakeCluster:
-    fake = FakeCluster()
-    monkeypatch.setattr(cluster_module, "connect", fake.client)
-    return fake
-
-
-@pytest.fixture
-def ctx() -> testing.Context:
-    return testing.Context(OnnxModelCharm, app_name=APP)
+from support.charm_harness import APP, NS, SHA1, SHA2, V1, V2
+from support.fake_k8s import api_error
 
 
 def state(*relations: testing.Relation, config: dict | None = None, leader: bool = True) -> testing.State:
