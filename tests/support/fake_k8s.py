@@ -19,6 +19,7 @@ from kubernetes.dynamic.exceptions import ResourceNotFoundError, api_exception
 SERVED = {
     ("machinelearning.seldon.io/v1", "SeldonDeployment"),
     ("networking.istio.io/v1beta1", "VirtualService"),
+    ("networking.istio.io/v1beta1", "Gateway"),
     ("v1", "Secret"),
     ("v1", "Pod"),
 }
@@ -58,6 +59,10 @@ class FakeCluster:
 
     served: set[tuple[str, str]] = field(default_factory=lambda: set(SERVED))
     objects: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
+    # What others keep in the cluster (read-only to the charm): istio-pilot's gateway in `kubeflow`.
+    existing: dict[tuple[str, str, str], dict[str, Any]] = field(
+        default_factory=lambda: {("Gateway", "kubeflow", "kubeflow-gateway"): {"kind": "Gateway"}}
+    )
     fail: dict[tuple[str, str], Exception] = field(default_factory=dict)  # (verb, kind|'*') -> error
     fail_times: dict[tuple[str, str], int] = field(default_factory=dict)
     managers: set[str] = field(default_factory=set)
@@ -108,7 +113,8 @@ class FakeCluster:
     ) -> dict:
         self._maybe_fail("get", resource.kind)
         if name is not None:
-            obj = self.objects.get((resource.kind, namespace, name))
+            key = (resource.kind, namespace, name)
+            obj = self.objects.get(key, self.existing.get(key))
             if obj is None:
                 raise api_error(404, f"{resource.kind} {name} not found")
             return copy.deepcopy(obj)

@@ -236,6 +236,32 @@ def test_missing_seldon_crd_says_what_to_deploy(ctx, k8s):
     assert "deploy seldon-core first" in out.unit_status.message
 
 
+def test_a_model_not_named_kubeflow_blocks_saying_so(ctx, k8s):
+    """istio-pilot makes its gateway in its own model; elsewhere the route would lead nowhere."""
+    k8s.existing.clear()  # the gateway lives in `edge`, not in `kubeflow`
+    k8s.existing[("Gateway", "edge", "kubeflow-gateway")] = {"kind": "Gateway"}
+    out = ctx.run(ctx.on.install(), testing.State(leader=True, model=testing.Model(name="edge")))
+    assert out.unit_status == testing.BlockedStatus(
+        "Istio gateway kubeflow/kubeflow-gateway not found: deploy into a Juju model named kubeflow "
+        "(this one is edge) or set gateway=<namespace>/<gateway>"
+    )
+    out = ctx.run(
+        ctx.on.config_changed(),
+        testing.State(leader=True, config={"gateway": "edge/kubeflow-gateway"}, model=testing.Model(name="edge")),
+    )
+    assert "gateway" not in out.unit_status.message
+
+
+def test_serving_but_no_gateway_yet_waits_for_istio(ctx, k8s):
+    k8s.existing.clear()
+    ctx.run(ctx.on.config_changed(), state(V1))
+    serving(k8s, SHA1)
+    out = ctx.run(ctx.on.update_status(), state(V1))
+    assert out.unit_status == testing.WaitingStatus(
+        "waiting for the Istio gateway kubeflow/kubeflow-gateway (istio-pilot creates it)"
+    )
+
+
 # --- pruning and removal -----------------------------------------------------------
 
 

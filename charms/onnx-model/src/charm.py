@@ -15,9 +15,9 @@ import ops
 
 import observability
 from cluster import Cluster, ClusterError, TrustRequired
-from manifests import PREDICTOR, S3_KEYS, SHA_LABEL, labels, render, s3_secret_name
+from manifests import ISTIO_API, PREDICTOR, S3_KEYS, SHA_LABEL, labels, render, s3_secret_name
 from model_config import ModelConfig
-from serving_status import assess
+from serving_status import assess, gateway_missing
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +118,9 @@ class OnnxModelCharm(ops.CharmBase):
         sdep = self.cluster.get("machinelearning.seldon.io/v1", "SeldonDeployment", name, self.namespace)
         pods = self.cluster.pods(self.namespace, {"seldon-deployment-id": name, "seldon-app": f"{name}-{PREDICTOR}"})
         serving = assess(name, config.effective_sha256, sdep, pods)
+        gateway_namespace, gateway_name = config.gateway.split("/")
+        if self.cluster.get(ISTIO_API, "Gateway", gateway_name, gateway_namespace) is None:
+            serving = gateway_missing(config.gateway, self.namespace)
         self.unit.status = STATUS[serving.kind](serving.message)
         if serving.kind == "active":
             self.unit.set_workload_version(config.effective_sha256[:12])

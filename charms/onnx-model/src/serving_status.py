@@ -54,3 +54,19 @@ def assess(model_name: str, wanted_sha: str, sdep: dict[str, Any] | None, pods: 
             "sha256 check never gets ready (see kubectl logs)",
         )
     return Serving("waiting", f"rolling out: serving {', '.join(short(s) for s in serving)} (Seldon: {state})")
+
+
+def gateway_missing(gateway: str, juju_model: str) -> Serving:
+    """The Istio Gateway the VirtualService binds to does not exist: nothing reaches the model.
+
+    istio-pilot creates it in its own model's namespace, so a different model name is the usual
+    cause, and waiting will not fix that.
+    """
+    namespace = gateway.split("/")[0]
+    if namespace == juju_model:
+        return Serving("waiting", f"waiting for the Istio gateway {gateway} (istio-pilot creates it)")
+    return Serving(
+        "blocked",
+        f"Istio gateway {gateway} not found: deploy into a Juju model named {namespace} "
+        f"(this one is {juju_model}) or set gateway=<namespace>/<gateway>",
+    )
