@@ -87,7 +87,12 @@ class Site:
         return ServerProcess(
             params=spec.params,
             workers=spec.workers,
-            env={**dict(spec.env), "LOCAL_SITE_STATE": str(self.dir)},
+            # The metrics path Seldon sets in a pod, so the site's scrape URL is the cluster's.
+            env={
+                **dict(spec.env),
+                "LOCAL_SITE_STATE": str(self.dir),
+                "PREDICTIVE_UNIT_METRICS_ENDPOINT": "/prometheus",
+            },
             log_path=self.dir / "logs" / f"{app}-{self.generation}.log",
         ).start()
 
@@ -190,7 +195,8 @@ class Site:
         print(
             f"ready: {app} sha {sha[:7]} at {url}\n"
             f"  curl -s {url} -H 'Content-Type: application/json' "
-            f'-d "{{\\"binData\\": \\"$(base64 -w0 {sample})\\"}}"',
+            f'-d "{{\\"binData\\": \\"$(base64 -w0 {sample})\\"}}"\n'
+            f"  metrics (what Prometheus scrapes in a pod): http://127.0.0.1:{r.server.metrics_port}/prometheus",
             flush=True,
         )
 

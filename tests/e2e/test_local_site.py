@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -133,6 +134,21 @@ def test_the_printed_curl_works(site):
     out = subprocess.run(["bash", "-c", line], capture_output=True, text=True, cwd=ROOT, timeout=60)
     body = json.loads(out.stdout)
     assert "detections" in body["jsonData"]
+
+
+def images_counted(metrics_url: str) -> float:
+    text = requests.get(metrics_url, timeout=10).text
+    return sum(float(v) for v in re.findall(r"^defect_images_total\{[^}]*\} (\S+)$", text, re.MULTILINE))
+
+
+def test_the_printed_metrics_url_counts_what_the_model_served(site):
+    ready = next(i for i, line in enumerate(site.out) if line.startswith("ready: scratch "))
+    line = next(line for line in site.out[ready:] if "metrics (what Prometheus scrapes in a pod): " in line)
+    url = line.split("pod): ", 1)[1].strip()
+    assert url.endswith("/prometheus")
+    before = images_counted(url)
+    assert call(site).status_code == 200
+    assert images_counted(url) == before + 1
 
 
 def test_gateway_limits_the_body(site):
