@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -131,19 +132,28 @@ class ServerProcess:
         return "(no log)"
 
     def stop(self, grace: float = 15.0) -> None:
-        """SIGTERM via the guard (gunicorn finishes in-flight requests), SIGKILL after ``grace``."""
-        if self.proc is None or self.proc.poll() is not None:
+        """SIGTERM via the guard (gunicorn finishes in-flight requests), SIGKILL after ``grace``.
+
+        Whatever happened to the guard (it may have been killed on its own), the server's
+        process group is swept at the end: nothing may keep the ports a restart needs.
+        """
+        if self.proc is None:
             return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            self.proc.terminate()  # the guard's second SIGTERM kills the group
+        if self.proc.poll() is None:
+            self.proc.terminate()
             try:
-                self.proc.wait(timeout=5)
+                self.proc.wait(timeout=grace)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+                self.proc.terminate()  # the guard's second SIGTERM kills the group
+                try:
+                    self.proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait()
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # the guard led the group: its pid is the group's id
+        except (ProcessLookupError, PermissionError):
+            pass  # nothing left
 
     def __enter__(self) -> ServerProcess:
         return self.start()

@@ -228,14 +228,41 @@ def test_tampered_model_in_a_roll_is_refused_and_the_old_one_keeps_serving(model
         site.stop()
 
 
-def test_a_dead_model_server_is_restarted(models):
+def server_processes(site: SiteProcess) -> list[tuple[int, int, str]]:
+    """(pid, parent pid, command) of the site's model-server processes, guards included."""
+    found = []
+    for line in processes_of_site(site.port):
+        pid, _, cmd = line.partition(": ")
+        if "seldon-core-microservice" in cmd:
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # it just exited
+            found.append((int(pid), int(stat[1]), cmd))
+    return found
+
+
+def is_guard(cmd: str) -> bool:
+    return "guard.py" in cmd
+
+
+@pytest.mark.parametrize("victim", ["server", "guard"])
+def test_a_dead_model_server_is_restarted_and_nothing_is_left_behind(models, victim):
+    """The whole server killed at once (OOM), or only its guard: the site restarts it cleanly."""
     site = SiteProcess(as_args(sets("scratch", models["a"]))).start()
     try:
-        servers = [p for p in processes_of_site(site.port) if "seldon-core-microservice" in p]
-        os.killpg(int(servers[0].split(":")[0]), signal.SIGKILL)
+        before = server_processes(site)
+        guard = next(pid for pid, _, cmd in before if is_guard(cmd))
+        if victim == "server":
+            os.killpg(guard, signal.SIGKILL)  # the guard leads the server's process group
+        else:
+            os.kill(guard, signal.SIGKILL)  # the server's processes lose their guard
         site.wait_for(lambda: any("model server restarted and ready" in line for line in site.err), timeout=120)
         assert served_sha(call(site)) == models["a"][1]
         assert any("exited" in line and "restarting" in line for line in site.err)
+        after = server_processes(site)
+        assert not {pid for pid, _, _ in before} & {pid for pid, _, _ in after}, "an old server still runs"
+        assert [cmd for _, ppid, cmd in after if ppid == 1] == [], "orphaned server processes"
     finally:
         site.stop()
 
