@@ -125,7 +125,7 @@ def test_a_killed_server_under_load_is_restarted_and_failures_are_bounded(site):
     time.sleep(2)
     master = next(p for p in processes_of_site(site.port) if "seldon-core-microservice" in p and "guard.py" not in p)
     killed_at = time.monotonic()
-    os.killpg(int(master.split(":")[0]), signal.SIGKILL)
+    os.killpg(os.getpgid(int(master.split(":")[0])), signal.SIGKILL)  # the server and all its processes
     site.wait_for(lambda: any("model server restarted and ready" in line for line in site.err), timeout=120)
     ready_at = time.monotonic()
     time.sleep(2)
