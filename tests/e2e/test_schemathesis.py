@@ -17,13 +17,13 @@ SCHEMATHESIS = str(_BESIDE) if _BESIDE.exists() else shutil.which("schemathesis"
 EXCLUDED = "positive_data_acceptance,allow_header_conformance"
 
 
-def test_the_server_holds_to_its_openapi_document(synthetic_server):
+def test_the_server_holds_to_its_openapi_document(synthetic_server, tmp_path):
     assert SCHEMATHESIS, "schemathesis is in requirements/e2e.txt"
     # Examples per operation: a few dozen in CI, up to 1000 in the long run (6 operations).
     examples = str(min(int(os.environ.get("FUZZ_EXAMPLES", "40")), 1000))
     out = subprocess.run(
         [SCHEMATHESIS, "run", str(ROOT / "models/server/openapi.yaml"), "--url", synthetic_server.url,
          "--max-examples", examples, "--exclude-checks", EXCLUDED, "--seed", "1"],
-        capture_output=True, text=True, timeout=1800,
+        capture_output=True, text=True, timeout=1800, cwd=tmp_path,  # its .schemathesis cache goes there
     )  # fmt: skip
     assert out.returncode == 0, out.stdout[-6000:]
