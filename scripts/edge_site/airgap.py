@@ -130,21 +130,22 @@ def export(out: Path, overlays: list[Path], say=print, charm: Path = ROOT / "bui
         run("docker", "tag", upstream, local)
     run("docker", "save", "-o", str(out / "images.tar"), *sorted(images.values()))
     (out / "images.txt").write_text("".join(f"{image}\n" for image in sorted(images.values())))
-    overlay = "# Written by scripts/airgap-images export: the charms downloaded beside it.\n"
-    (out / "charms.yaml").write_text(overlay + yaml.safe_dump({"applications": local_charms}, sort_keys=True))
+    write_charms_overlay(out, local_charms)
     say(f"wrote {out}/images.tar ({len(images)} images), {len(local_charms)} charms, {out}/charms.yaml")
     return 0
 
 
-def localize_charm_paths(folder: Path) -> Path:
-    """Point DIR/charms.yaml at the charm files where DIR is now (Juju wants a path it can open)."""
-    overlay = folder / "charms.yaml"
-    data = yaml.safe_load(overlay.read_text())
-    for spec in data["applications"].values():
-        spec["charm"] = str((folder / "charms" / Path(spec["charm"]).name).resolve())
+def write_charms_overlay(folder: Path, applications: dict[str, dict]) -> None:
     header = "# Written by scripts/airgap-images: the charms downloaded beside it.\n"
-    overlay.write_text(header + yaml.safe_dump(data, sort_keys=True))
-    return overlay
+    (folder / "charms.yaml").write_text(header + yaml.safe_dump({"applications": applications}, sort_keys=True))
+
+
+def localize_charm_paths(folder: Path) -> None:
+    """Point DIR/charms.yaml at the charm files where DIR is now (Juju wants a path it can open)."""
+    applications = yaml.safe_load((folder / "charms.yaml").read_text())["applications"]
+    for spec in applications.values():
+        spec["charm"] = str((folder / "charms" / Path(spec["charm"]).name).resolve())
+    write_charms_overlay(folder, applications)
 
 
 REGISTRY_API = f"http://{REGISTRY}/v2/"
