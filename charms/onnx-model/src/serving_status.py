@@ -96,7 +96,7 @@ def assess(
         if problem:
             return _one_line(problem)
         if failed:
-            return failed
+            return _one_line(failed)
         return Serving("waiting", f"waiting for model {short(wanted)} to be ready (Seldon: {state})")
     if serving == [wanted] and state == "Available":
         return Serving("active", f"serving {prefix(model_name)} sha {short(wanted)}")
@@ -122,12 +122,15 @@ def _sha(pod: dict[str, Any]) -> str:
 def _seldon_failed(model_name: str, sdep: dict[str, Any]) -> Serving:
     """Seldon's own verdict, ``status.state: Failed`` with ``status.description``.
 
-    Seldon Core v1.17.1 (operator/controllers/seldondeployment_controller.go) writes
-    ``Failed`` in two cases: a component it could not create (``updateStatusForError``:
-    the description is the API error), or Deployments that are neither progressing nor
-    available after their progress deadline (the description is then always "Deployment
-    is no longer progressing and not available.", and ``status.conditions[type=DeploymentsReady]`` carries the
-    Deployment's Available condition). The pods say more; this is used only when they do not.
+    Seldon Core v1.17.1 (operator/controllers/seldondeployment_controller.go, ``Reconcile``
+    and ``createDeployments``; values in operator/apis/machinelearning.seldon.io/v1/
+    seldon_deployment_status.go) writes ``Failed`` in two cases: a component it could not
+    create (``updateStatusForError``: the description is the API error), or a Deployment
+    whose Progressing and Available conditions are both False, i.e. past its
+    ``progressDeadlineSeconds`` (the description is then always "Deployment is no longer
+    progressing and not available." and ``status.conditions[type=DeploymentsReady]``
+    carries that Deployment's Available reason and message). The pods say more, so this
+    is used only when they do not.
     """
     status = sdep.get("status") or {}
     reason = (status.get("description") or "no reason given").rstrip(".")
