@@ -108,14 +108,26 @@ def server_says():
 # --- a healthy rollout still reads as before ------------------------------------------
 
 
-def test_a_healthy_rollout_ends_active_serving(ctx, k8s):
+def test_a_healthy_rollout_reads_as_before_and_ends_active_serving(ctx, k8s, server_says):
     rolled(ctx, k8s, V1)
-    k8s.put(pods.model_pod("running-unready", SHA1, "a1"))  # still loading: no cause to report
-    assert status(ctx, V1) == testing.WaitingStatus(f"waiting for model {SHA1[:7]} to be ready (Seldon: Creating)")
-
-    k8s.put(pods.model_pod("ready", SHA1, "a1"))
+    k8s.put(pods.model_pod("ready", SHA1, "old01"))
     k8s.set_sdep_state(NS, APP, "Available")
     assert status(ctx, V1) == testing.ActiveStatus(f"serving /model/{APP}/ sha {SHA1[:7]}")
+
+    rolled(ctx, k8s, V2)
+    loading = server_says("not ready: model not loaded yet")  # DefectModel while it fetches and loads
+    k8s.put(pods.model_pod("running-unready", SHA2, "new01", health_port=loading.port))
+    assert status(ctx, V2) == testing.WaitingStatus(
+        f"rolling out {SHA2[:7]}, still serving {SHA1[:7]}: waiting for it to be ready"
+    )
+    assert loading.asked == ["/health/status"]
+
+    k8s.put(pods.model_pod("ready", SHA2, "new01"))
+    k8s.remove_pods(NS, SHA1)
+    k8s.set_sdep_state(NS, APP, "Available")
+    out = ctx.run(ctx.on.update_status(), state(V2))
+    assert out.unit_status == testing.ActiveStatus(f"serving /model/{APP}/ sha {SHA2[:7]}")
+    assert out.workload_version == SHA2[:12]
 
 
 # --- image cannot be pulled -----------------------------------------------------------
