@@ -139,7 +139,7 @@ class OnnxModelCharm(ops.CharmBase):
         if any(is_unschedulable(p) for p in pods):
             try:
                 room = capacity.room(self.cluster.nodes(), self.cluster.all_pods())
-            except (TrustRequired, ClusterError) as exc:  # the status just says less
+            except (TrustRequired, ClusterError, ValueError) as exc:  # the status just says less
                 log.info("cannot read the nodes' free resources: %s", exc)
         return {"server_reasons": reasons, "room": room}
 
