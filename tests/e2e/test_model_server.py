@@ -252,6 +252,30 @@ def test_tampered_model_is_refused_naming_both_digests(synthetic_model, tmp_path
         server.stop()
 
 
+def test_juju_status_quotes_the_real_servers_refusal(synthetic_model, tmp_path):
+    """The charm reads a refused model's reason from the real wrapper's /health/status (pod_health.py)."""
+    import pod_health
+    from serving_status import assess
+    from support.pods import model_pod
+
+    path, sha = synthetic_model
+    tampered = tmp_path / "tampered.onnx"
+    tampered.write_bytes(path.read_bytes() + b"\x00")
+    server = start(tmp_path, model_uri=tampered.as_uri(), model_sha256=sha)
+    try:
+        server.wait_alive()
+        pod = model_pod("running-unready", sha, health_port=server.http_port)  # podIP 127.0.0.1
+        reasons = pod_health.ask([pod])
+        sdep = {"metadata": {"name": "scratch", "namespace": "kubeflow"}, "status": {"state": "Creating"}}
+        status = assess("scratch", sha, sdep, [pod], server_reasons=reasons)
+        assert status.kind == "blocked"
+        assert status.message.startswith(
+            f"model refused by the server: sha256 mismatch for {tampered.as_uri()}: expected {sha[:12]}…, got "
+        )
+    finally:
+        server.stop()
+
+
 def test_a_file_that_is_not_onnx_is_refused(tmp_path):
     junk = tmp_path / "model.onnx"
     junk.write_bytes(b"this is not a model" * 100)

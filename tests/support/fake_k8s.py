@@ -22,7 +22,9 @@ SERVED = {
     ("networking.istio.io/v1beta1", "Gateway"),
     ("v1", "Secret"),
     ("v1", "Pod"),
+    ("v1", "Node"),
 }
+CLUSTER_SCOPED = {"Node"}  # stored under namespace ""
 
 
 def api_error(status: int, message: str = "") -> Exception:
@@ -50,7 +52,7 @@ class FakeResources:
     def get(self, api_version: str, kind: str) -> FakeResource:
         if (api_version, kind) not in self.served:
             raise ResourceNotFoundError(f"No matches found for {{'api_version': {api_version!r}, 'kind': {kind!r}}}")
-        return FakeResource(api_version, kind)
+        return FakeResource(api_version, kind, namespaced=kind not in CLUSTER_SCOPED)
 
 
 @dataclass
@@ -112,7 +114,13 @@ class FakeCluster:
         self, resource: FakeResource, name: str | None = None, namespace: str | None = None, label_selector: str = ""
     ) -> dict:
         self._maybe_fail("get", resource.kind)
+        # kubernetes.dynamic Resource.path(): a cluster-scoped kind ignores the namespace, and a
+        # namespaced kind without one is listed across every namespace (/api/v1/pods).
+        if not resource.namespaced:
+            namespace = ""
         if name is not None:
+            if namespace is None:
+                raise api_error(404, f"{resource.kind} {name}: a namespaced object needs a namespace")
             key = (resource.kind, namespace, name)
             obj = self.objects.get(key, self.existing.get(key))
             if obj is None:
@@ -123,7 +131,7 @@ class FakeCluster:
             copy.deepcopy(o)
             for (kind, ns, _), o in sorted(self.objects.items())
             if kind == resource.kind
-            and ns == namespace
+            and (namespace is None or ns == namespace)
             and all((o["metadata"].get("labels") or {}).get(k) == v for k, v in wanted.items())
         ]
         return {"items": items}
@@ -172,6 +180,12 @@ class FakeCluster:
                 "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
             },
         }
+
+    def put(self, obj: dict[str, Any]) -> None:
+        """An object as the API returns it (a kubelet-written Pod, a Node), stored as is."""
+        meta = obj["metadata"]
+        namespace = "" if obj["kind"] in CLUSTER_SCOPED else meta["namespace"]
+        self.objects[(obj["kind"], namespace, meta["name"])] = copy.deepcopy(obj)
 
     def remove_pods(self, namespace: str, sha: str) -> None:
         for key, obj in list(self.objects.items()):

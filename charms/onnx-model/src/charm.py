@@ -13,11 +13,13 @@ import logging
 
 import ops
 
+import capacity
 import observability
+import pod_health
 from cluster import Cluster, ClusterError, TrustRequired
 from manifests import ISTIO_API, PREDICTOR, S3_KEYS, SHA_LABEL, labels, render, s3_secret_name
 from model_config import ModelConfig
-from serving_status import assess, gateway_missing
+from serving_status import assess, gateway_missing, is_unschedulable, pods_to_ask
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +119,7 @@ class OnnxModelCharm(ops.CharmBase):
         name = config.model_name or self.app.name
         sdep = self.cluster.get("machinelearning.seldon.io/v1", "SeldonDeployment", name, self.namespace)
         pods = self.cluster.pods(self.namespace, {"seldon-deployment-id": name, "seldon-app": f"{name}-{PREDICTOR}"})
-        serving = assess(name, config.effective_sha256, sdep, pods)
+        serving = assess(name, config.effective_sha256, sdep, pods, app=self.app.name, **self._diagnose(pods, config))
         gateway_namespace, gateway_name = config.gateway.split("/")
         if self.cluster.get(ISTIO_API, "Gateway", gateway_name, gateway_namespace) is None:
             serving = gateway_missing(config.gateway, self.namespace)
@@ -125,6 +127,21 @@ class OnnxModelCharm(ops.CharmBase):
         if serving.kind == "active":
             self.unit.set_workload_version(config.effective_sha256[:12])
         return pods
+
+    def _diagnose(self, pods: list[dict], config: ModelConfig) -> dict:
+        """What explains pods that do not come up, beyond their own status (see serving_status.assess).
+
+        The server's reason is asked only of started, unready pods of the wanted model (short
+        timeouts, pod_health.py); the nodes' free room is read only when a pod is unschedulable.
+        """
+        reasons = pod_health.ask(pods_to_ask(pods, config.effective_sha256))
+        room = None
+        if any(is_unschedulable(p) for p in pods):
+            try:
+                room = capacity.room(self.cluster.nodes(), self.cluster.all_pods())
+            except (TrustRequired, ClusterError, ValueError) as exc:  # the status just says less
+                log.info("cannot read the nodes' free resources: %s", exc)
+        return {"server_reasons": reasons, "room": room}
 
     def _publish_observability(self, pods: list[dict]) -> None:
         """Scrape jobs, alert rules and the dashboard into every COS relation (leader only).

@@ -121,6 +121,16 @@ class Cluster:
         listing = self._guard(lambda: self.client.get(resource, namespace=namespace, label_selector=label_selector))
         return _items(listing)
 
+    def nodes(self) -> list[dict[str, Any]]:
+        """Every Node (cluster-scoped: needs `juju trust --scope=cluster`), for its allocatable resources."""
+        resource = self._resource("v1", "Node")
+        return _items(self._guard(lambda: self.client.get(resource)))
+
+    def all_pods(self) -> list[dict[str, Any]]:
+        """Every pod in every namespace (no namespace: the client lists /api/v1/pods), for what they request."""
+        resource = self._resource("v1", "Pod")
+        return _items(self._guard(lambda: self.client.get(resource)))
+
     @staticmethod
     def _guard(call: Callable[[], Any]) -> Any:
         """Sort API failures into 'needs trust' and 'try again later'."""
