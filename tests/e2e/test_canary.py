@@ -113,7 +113,7 @@ class SteadyClient:
 
 
 def test_binomial_interval_is_right():
-    assert binomial_interval(400, 0.3, 0.999) == (91, 150)  # normal approximation: 120 +- 3.29 * 9.17
+    assert binomial_interval(400, 0.3, 0.999) == (91, 151)  # exact; the normal approximation gives 120 +- 30
     assert binomial_interval(10, 0.0, 0.999) == (0, 0)
 
 
@@ -127,7 +127,9 @@ def split_site(models):
 def test_the_canary_answers_its_weight_of_the_requests(split_site, models):
     shas = [call(split_site) for _ in range(REQUESTS)]
     assert all(r.status_code == 200 for r in shas), [r.text for r in shas if r.status_code != 200][:3]
-    counts = {name: sum(r.json()["jsonData"]["model"]["sha256"] == sha for r in shas) for name, (_, sha) in models.items()}
+    counts = {
+        name: sum(r.json()["jsonData"]["model"]["sha256"] == sha for r in shas) for name, (_, sha) in models.items()
+    }
     lo, hi = binomial_interval(REQUESTS, WEIGHT / 100, CONFIDENCE)
     print(f"canary share: {counts['canary']}/{REQUESTS} (99.9% interval for {WEIGHT}%: {lo}-{hi}); {counts}")
     assert counts["stable"] + counts["canary"] == REQUESTS
@@ -185,7 +187,12 @@ def test_promote_and_abort_under_load_drop_no_request(models, verb):
 
 def test_a_reload_naming_no_canary_is_refused_before_it_reaches_the_site(models):
     site = SiteProcess(
-        ["--set", f"scratch.model-uri={models['stable'][0].as_uri()}", "--set", f"scratch.model-sha256={models['stable'][1]}"]
+        [
+            "--set",
+            f"scratch.model-uri={models['stable'][0].as_uri()}",
+            "--set",
+            f"scratch.model-sha256={models['stable'][1]}",
+        ]
     ).start()
     try:
         done = site.reload_with("--promote", "scratch")

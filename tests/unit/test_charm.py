@@ -351,7 +351,9 @@ STABLE_HOST = f"{APP}-default.{NS}.svc.cluster.local"
 
 
 def routed(k8s: FakeCluster) -> dict[str, int]:
-    return {d["destination"]["host"]: d["weight"] for d in k8s.of_kind("VirtualService")[APP]["spec"]["http"][0]["route"]}
+    return {
+        d["destination"]["host"]: d["weight"] for d in k8s.of_kind("VirtualService")[APP]["spec"]["http"][0]["route"]
+    }
 
 
 def test_a_canary_gets_its_share_only_once_its_pods_are_ready(ctx, k8s):

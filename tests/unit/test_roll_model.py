@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from edge_site.roll import OK, ROLLBACK_FAILED, ROLLED_BACK, USAGE, abort, canary, promote, roll  # noqa: E402
-from serving_status import Serving, assess, with_canary  # noqa: E402
+from serving_status import assess, with_canary  # noqa: E402
 
 OLD, NEW = "a" * 64, "b" * 64
 SAMPLE = ROOT / "tests/data/metal-tags/images/image-2020-04-22-10-51-51-85-cropped-right-bottom.jpg"
@@ -228,16 +228,22 @@ class CanarySite:
         wanted = self.config.get("model-sha256", OLD)
         if self.reads > 2 and self.behaviour.get(wanted, "serves") == "serves":
             self.stable = wanted
-        ready_pod = {"metadata": {"labels": {"onnx-model.juju.is/model-sha256": self.stable[:16]}},
-                     "status": {"conditions": [{"type": "Ready", "status": "True"}]}}
+        ready_pod = {
+            "metadata": {"labels": {"onnx-model.juju.is/model-sha256": self.stable[:16]}},
+            "status": {"conditions": [{"type": "Ready", "status": "True"}]},
+        }
         serving = assess("scratch", wanted, {"status": {"state": "Available"}}, [ready_pod])
         sha = self.config.get("canary-model-sha256", "")
         if self.config.get("canary-model-uri"):
             how = self.behaviour.get(sha, "serves")
             if self.reads > 2 and how == "serves":
                 self.canary_ready = True
-            pods = [{"metadata": {"labels": {"onnx-model.juju.is/model-sha256": sha[:16]}},
-                     "status": {"conditions": [{"type": "Ready", "status": str(self.canary_ready)}]}}]
+            pods = [
+                {
+                    "metadata": {"labels": {"onnx-model.juju.is/model-sha256": sha[:16]}},
+                    "status": {"conditions": [{"type": "Ready", "status": str(self.canary_ready)}]},
+                }
+            ]
             sdep = {"status": {"state": "Failed", "description": "not available"}} if how == "refused" else None
             weight = int(self.config["canary-weight"])
             serving = with_canary(serving, sha, weight, self.routed(), sdep, pods)
@@ -263,11 +269,15 @@ def test_a_canary_starts_and_waits_until_it_takes_its_share(gateway):
     gateway["site"] = Site({})  # the gateway answers from the stable model
     model = canary_app(site)
     said: list[str] = []
-    outcome = asyncio.run(canary(model, "scratch", "https://m/c.onnx", CANARY, 10, gateway["url"], SAMPLE, say=said.append, **FAST))
+    outcome = asyncio.run(
+        canary(model, "scratch", "https://m/c.onnx", CANARY, 10, gateway["url"], SAMPLE, say=said.append, **FAST)
+    )
     assert outcome.code == OK, outcome.message
     assert "canary ccccccc answers 10% of requests, aaaaaaa the rest" in outcome.message
     app = model.applications["scratch"]
-    assert app.history == [{"canary-model-uri": "https://m/c.onnx", "canary-model-sha256": CANARY, "canary-weight": "10"}]
+    assert app.history == [
+        {"canary-model-uri": "https://m/c.onnx", "canary-model-sha256": CANARY, "canary-weight": "10"}
+    ]
     assert site.log[-1] == ("route", 10)
 
 
@@ -276,7 +286,9 @@ def test_a_refused_canary_is_removed_and_never_took_a_request(gateway, how):
     site = CanarySite({CANARY: how})
     gateway["site"] = Site({})
     model = canary_app(site)
-    outcome = asyncio.run(canary(model, "scratch", "https://m/c.onnx", CANARY, 10, gateway["url"], SAMPLE, say=print, **FAST))
+    outcome = asyncio.run(
+        canary(model, "scratch", "https://m/c.onnx", CANARY, 10, gateway["url"], SAMPLE, say=print, **FAST)
+    )
     assert outcome.code == ROLLED_BACK, outcome.message
     assert "canary ccccccc refused" in outcome.message and "aaaaaaa serves all" in outcome.message
     assert {weight for kind, weight in site.log if kind == "route"} == {0}
@@ -285,7 +297,9 @@ def test_a_refused_canary_is_removed_and_never_took_a_request(gateway, how):
 
 def started_canary(weight: int = 10) -> tuple[CanarySite, FakeModel]:
     site = CanarySite({CANARY: "serves"})
-    model = canary_app(site, **{"canary-model-uri": "https://m/c.onnx", "canary-model-sha256": CANARY, "canary-weight": weight})
+    model = canary_app(
+        site, **{"canary-model-uri": "https://m/c.onnx", "canary-model-sha256": CANARY, "canary-weight": weight}
+    )
     site.canary_ready = True
     return site, model
 
@@ -303,7 +317,10 @@ def test_abort_returns_the_share_first_then_removes_the_canary():
     outcome = asyncio.run(abort(model, "scratch", say=print, **FAST))
     assert outcome.code == OK, outcome.message
     app = model.applications["scratch"]
-    assert app.history == [{"canary-weight": "0"}, {"reset": ["canary-model-uri", "canary-model-sha256", "canary-weight"]}]
+    assert app.history == [
+        {"canary-weight": "0"},
+        {"reset": ["canary-model-uri", "canary-model-sha256", "canary-weight"]},
+    ]
     assert "canary-weight" not in app.config and app.config["canary-model-uri"] == ""
     assert_share_returned_before_removal(site)
 
@@ -316,9 +333,14 @@ def test_promote_rolls_the_stable_model_to_the_canary_then_removes_it(gateway):
     assert outcome.code == OK, outcome.message
     app = model.applications["scratch"]
     assert app.history[0] == {"model-uri": "https://m/c.onnx", "model-sha256": CANARY}
-    assert app.history[1:] == [{"canary-weight": "0"}, {"reset": ["canary-model-uri", "canary-model-sha256", "canary-weight"]}]
+    assert app.history[1:] == [
+        {"canary-weight": "0"},
+        {"reset": ["canary-model-uri", "canary-model-sha256", "canary-weight"]},
+    ]
     # The canary kept its share while the stable pods rolled to its model.
-    promoted = next(i for i, (kind, what) in enumerate(site.log) if kind == "config" and what.get("model-sha256") == CANARY)
+    promoted = next(
+        i for i, (kind, what) in enumerate(site.log) if kind == "config" and what.get("model-sha256") == CANARY
+    )
     routes_while_rolling = [w for kind, w in site.log[promoted:] if kind == "route"]
     assert routes_while_rolling[0] == 10
     assert_share_returned_before_removal(site)

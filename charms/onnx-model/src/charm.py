@@ -15,11 +15,20 @@ import ops
 
 import observability
 from cluster import Cluster, ClusterError, TrustRequired
-from manifests import ISTIO_API, PREDICTOR, S3_KEYS, SHA_LABEL, labels, render, s3_secret_name
-from manifests import SELDON_API, canary_name, service_host
+from manifests import (
+    ISTIO_API,
+    PREDICTOR,
+    S3_KEYS,
+    SELDON_API,
+    SHA_LABEL,
+    canary_name,
+    labels,
+    render,
+    s3_secret_name,
+    service_host,
+)
 from model_config import ModelConfig
-from serving_status import Serving, assess, gateway_missing
-from serving_status import canary_is_ready, routed_weight, with_canary
+from serving_status import Serving, assess, canary_is_ready, gateway_missing, routed_weight, with_canary
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +95,9 @@ class OnnxModelCharm(ops.CharmBase):
 
     def _canary_pods(self, config: ModelConfig) -> list[dict]:
         canary = canary_name(config.model_name or self.app.name)
-        return self.cluster.pods(self.namespace, {"seldon-deployment-id": canary, "seldon-app": f"{canary}-{PREDICTOR}"})
+        return self.cluster.pods(
+            self.namespace, {"seldon-deployment-id": canary, "seldon-app": f"{canary}-{PREDICTOR}"}
+        )
 
     def _still_routed(self, config: ModelConfig) -> set[tuple[str, str]]:
         """A removed canary that the live route still sends requests to stays one more reconcile.

@@ -242,4 +242,6 @@ def route(destinations: list[tuple[str, int]]) -> list[dict[str, Any]]:
     kept = [(host, weight) for host, weight in destinations if weight > 0]
     if sum(weight for _, weight in kept) != 100:
         raise ValueError(f"route weights must add up to 100, got {destinations}")
-    return [{"destination": {"host": host, "port": {"number": EXECUTOR_PORT}}, "weight": weight} for host, weight in kept]
+    return [
+        {"destination": {"host": host, "port": {"number": EXECUTOR_PORT}}, "weight": weight} for host, weight in kept
+    ]
