@@ -37,14 +37,21 @@ def option_types() -> dict[str, str]:
     return {name: spec["type"] for name, spec in options.items()}
 
 
-def load(bundle: Path, overlays: list[Path] = (), sets: list[str] = ()) -> list[ModelApp]:
-    """The onnx-model applications of bundle + overlays, with --set overrides applied."""
+def load(bundle: Path, overlays: list[Path] = (), sets: list[str | dict[str, str]] = ()) -> list[ModelApp]:
+    """The onnx-model applications of bundle + overlays, with --set overrides applied.
+
+    ``sets`` are applied in order: "app.option=value" as `juju config`, {"reset": "app.option"} as
+    `juju config --reset`, {"promote": app} / {"abort": app} as scripts/roll-model --promote / --abort.
+    """
     merged = _read(bundle)
     for overlay in overlays:
         merged = merge(merged, _read(overlay))
     apps = {name: spec for name, spec in (merged.get("applications") or {}).items() if is_ours(spec)}
     options = {name: dict(spec.get("options") or {}) for name, spec in apps.items()}
     for item in sets:
+        if isinstance(item, dict):
+            _change(options, item)
+            continue
         app, option, value = parse_set(item)
         if app not in options:
             raise BundleError(f"--set {item}: no onnx-model application {app!r} in the bundle")
@@ -56,6 +63,29 @@ def load(bundle: Path, overlays: list[Path] = (), sets: list[str] = ()) -> list[
                 raise BundleError(f"application {app}: {option}: is not an option of the onnx-model charm")
             opts[option] = coerce(app, option, value, types[option])
     return [ModelApp(name, options[name]) for name in sorted(options)]
+
+
+CANARY_OPTIONS = ("canary-model-uri", "canary-model-sha256", "canary-weight")
+
+
+def _change(options: dict[str, dict[str, Any]], item: dict[str, str]) -> None:
+    """A reset, promote or abort, applied to the options as Juju (or roll-model) would."""
+    ((verb, target),) = item.items()
+    app = target.partition(".")[0]
+    if app not in options:
+        raise BundleError(f"--{verb} {target}: no onnx-model application {app!r} in the bundle")
+    opts = options[app]
+    if verb == "reset":
+        opts.pop(target.partition(".")[2], None)  # back to the charm's default (or unset)
+        return
+    if not opts.get("canary-model-uri"):
+        raise BundleError(f"--{verb} {app}: {app} has no canary (canary-model-uri is not set)")
+    if verb == "promote":
+        opts["model-uri"], opts["model-sha256"] = opts["canary-model-uri"], opts.get("canary-model-sha256", "")
+    elif verb != "abort":
+        raise BundleError(f"{verb}: not a change the local site knows")
+    for option in CANARY_OPTIONS:
+        opts.pop(option, None)
 
 
 def is_ours(spec: dict[str, Any]) -> bool:

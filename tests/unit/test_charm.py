@@ -331,3 +331,140 @@ def test_moving_off_s3_prunes_the_credentials(ctx, k8s):
     ctx.run(ctx.on.config_changed(), state({**S3, "s3-credentials": secret.id}, secrets={secret}))
     ctx.run(ctx.on.config_changed(), state({**V1, "s3-credentials": secret.id}, secrets={secret}))
     assert k8s.of_kind("Secret") == {}
+
+
+# --- canary ------------------------------------------------------------------------
+
+CANARY = {
+    **V1,
+    "canary-model-uri": V2["model-uri"],
+    "canary-model-sha256": SHA2,
+    "canary-weight": 10,
+}
+CANARY_HOST = f"{APP}-canary-default.{NS}.svc.cluster.local"
+STABLE_HOST = f"{APP}-default.{NS}.svc.cluster.local"
+
+
+def routed(k8s: FakeCluster) -> dict[str, int]:
+    return {
+        d["destination"]["host"]: d["weight"] for d in k8s.of_kind("VirtualService")[APP]["spec"]["http"][0]["route"]
+    }
+
+
+def test_a_canary_gets_its_share_only_once_its_pods_are_ready(ctx, k8s):
+    ctx.run(ctx.on.config_changed(), state(V1))
+    serving(k8s, SHA1)
+    out = ctx.run(ctx.on.config_changed(), state(CANARY))
+    assert set(k8s.of_kind("SeldonDeployment")) == {APP, f"{APP}-canary"}
+    assert routed(k8s) == {STABLE_HOST: 100}  # no Ready canary pod yet: no request for it
+    assert out.unit_status.name == "waiting"
+    assert out.unit_status.message.startswith(f"serving /model/{APP}/ sha {SHA1[:7]}; canary {SHA2[:7]} not Ready")
+
+    serving(k8s, SHA2, name=f"{APP}-canary")
+    out = ctx.run(ctx.on.update_status(), state(CANARY))
+    assert routed(k8s) == {STABLE_HOST: 90, CANARY_HOST: 10}
+    assert out.unit_status == testing.ActiveStatus(f"serving /model/{APP}/ sha {SHA1[:7]}, canary {SHA2[:7]} at 10%")
+    assert out.workload_version == SHA1[:12]
+
+
+def test_a_refused_canary_never_takes_traffic_and_the_status_says_why(ctx, k8s):
+    ctx.run(ctx.on.config_changed(), state(V1))
+    serving(k8s, SHA1)
+    ctx.run(ctx.on.config_changed(), state(CANARY))
+    k8s.add_pod(NS, f"{APP}-canary", SHA2, ready=False)  # sha256 mismatch: readiness never passes
+    k8s.set_sdep_state(NS, f"{APP}-canary", "Failed", "Deployment is no longer progressing and not available.")
+    out = ctx.run(ctx.on.update_status(), state(CANARY))
+    assert routed(k8s) == {STABLE_HOST: 100}
+    assert out.unit_status == testing.BlockedStatus(
+        f"serving /model/{APP}/ sha {SHA1[:7]}; canary {SHA2[:7]} refused (SeldonDeployment failed: "
+        "Deployment is no longer progressing and not available.), its 10% stays with the stable model"
+    )
+
+
+def test_a_canary_pod_that_stops_being_ready_loses_its_share(ctx, k8s):
+    ctx.run(ctx.on.config_changed(), state(CANARY))
+    serving(k8s, SHA1)
+    serving(k8s, SHA2, name=f"{APP}-canary")
+    ctx.run(ctx.on.update_status(), state(CANARY))
+    assert routed(k8s)[CANARY_HOST] == 10
+    k8s.remove_pods(NS, SHA2)
+    k8s.add_pod(NS, f"{APP}-canary", SHA2, ready=False)
+    ctx.run(ctx.on.update_status(), state(CANARY))
+    assert routed(k8s) == {STABLE_HOST: 100}
+
+
+def test_canary_weight_zero_keeps_it_running_without_traffic(ctx, k8s):
+    ctx.run(ctx.on.config_changed(), state({**CANARY, "canary-weight": 0}))
+    serving(k8s, SHA1)
+    serving(k8s, SHA2, name=f"{APP}-canary")
+    out = ctx.run(ctx.on.update_status(), state({**CANARY, "canary-weight": 0}))
+    assert routed(k8s) == {STABLE_HOST: 100}
+    assert f"{APP}-canary" in k8s.of_kind("SeldonDeployment")
+    assert out.unit_status == testing.ActiveStatus(f"serving /model/{APP}/ sha {SHA1[:7]}, canary {SHA2[:7]} at 0%")
+
+
+def test_a_removed_canary_loses_its_share_before_its_pods_go(ctx, k8s):
+    ctx.run(ctx.on.config_changed(), state(CANARY))
+    serving(k8s, SHA1)
+    serving(k8s, SHA2, name=f"{APP}-canary")
+    ctx.run(ctx.on.update_status(), state(CANARY))
+    assert routed(k8s)[CANARY_HOST] == 10
+
+    # juju config --reset canary-*: first the route goes back to the stable model alone...
+    out = ctx.run(ctx.on.config_changed(), state(V1))
+    assert routed(k8s) == {STABLE_HOST: 100}
+    assert f"{APP}-canary" in k8s.of_kind("SeldonDeployment")
+    assert out.unit_status == testing.ActiveStatus(f"serving /model/{APP}/ sha {SHA1[:7]}")
+    # ...then, at the next event, the canary's SeldonDeployment (and with it its pods) goes.
+    ctx.run(ctx.on.update_status(), state(V1))
+    assert set(k8s.of_kind("SeldonDeployment")) == {APP}
+
+
+def test_a_canary_at_zero_percent_goes_at_once(ctx, k8s):
+    """What roll-model --abort does: weight 0 first, then the canary options go."""
+    ctx.run(ctx.on.config_changed(), state({**CANARY, "canary-weight": 0}))
+    ctx.run(ctx.on.config_changed(), state(V1))
+    assert set(k8s.of_kind("SeldonDeployment")) == {APP}
+
+
+def test_promotion_keeps_the_canary_share_until_the_stable_pods_serve_it(ctx, k8s):
+    ctx.run(ctx.on.config_changed(), state(CANARY))
+    serving(k8s, SHA1)
+    serving(k8s, SHA2, name=f"{APP}-canary")
+    ctx.run(ctx.on.update_status(), state(CANARY))
+    promoted = {**CANARY, **V2}
+    out = ctx.run(ctx.on.config_changed(), state(promoted))
+    assert routed(k8s) == {STABLE_HOST: 90, CANARY_HOST: 10}
+    assert sdep_params(k8s)["model_sha256"] == SHA2
+    assert out.unit_status.name == "waiting" and "rolling out" in out.unit_status.message
+    k8s.remove_pods(NS, SHA1)
+    k8s.add_pod(NS, APP, SHA2, ready=True)
+    out = ctx.run(ctx.on.update_status(), state(promoted))
+    assert out.unit_status == testing.ActiveStatus(f"serving /model/{APP}/ sha {SHA2[:7]}, canary {SHA2[:7]} at 10%")
+
+
+def test_canary_pods_are_scraped_with_their_own_sha(ctx, k8s):
+    ctx.run(ctx.on.config_changed(), state(CANARY))
+    serving(k8s, SHA1)
+    serving(k8s, SHA2, name=f"{APP}-canary")
+    relation = testing.Relation("metrics-endpoint")
+    out = ctx.run(ctx.on.update_status(), state(CANARY, relations={relation}))
+    jobs = json.loads(out.get_relation(relation.id).local_app_data["scrape_jobs"])
+    shas = {c["labels"]["model_sha256"] for c in jobs[0]["static_configs"]}
+    assert shas == {SHA1[:16], SHA2[:16]}
+
+
+@pytest.mark.parametrize(
+    "config, option",
+    [
+        ({**V1, "canary-model-uri": V2["model-uri"], "canary-model-sha256": SHA2}, "canary-weight"),
+        ({**V1, "canary-weight": 10}, "canary-model-uri"),
+        ({**CANARY, "canary-weight": 101}, "canary-weight"),
+        ({**CANARY, "canary-model-sha256": "nope"}, "canary-model-sha256"),
+    ],
+)
+def test_invalid_canary_options_block_naming_them_and_apply_nothing(ctx, k8s, config, option):
+    out = ctx.run(ctx.on.config_changed(), state(config))
+    assert out.unit_status.name == "blocked"
+    assert out.unit_status.message.startswith(f"Invalid config: {option}: ")
+    assert k8s.objects == {}

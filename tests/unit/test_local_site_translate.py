@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from manifests import render
+from manifests import EXECUTOR_PORT, render
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -188,3 +188,59 @@ def test_unreadable_bundle_is_a_clear_error(tmp_path):
         bundle.load(bad)
     with pytest.raises(bundle.BundleError, match="No such file"):
         bundle.load(tmp_path / "missing.yaml")
+
+
+# --- canary: two model servers behind one weighted route -------------------------------------
+
+CANARY_SETS = [
+    "a.model-uri=file:///stable.onnx",
+    f"a.model-sha256={'1' * 64}",
+    "a.canary-model-uri=file:///canary.onnx",
+    f"a.canary-model-sha256={'2' * 64}",
+    "a.canary-weight=30",
+]
+
+
+def test_a_canary_is_a_second_server_and_a_weighted_envoy_route(tmp_path):
+    base = write(tmp_path / "b.yaml", {"applications": {"a": {"charm": "onnx-model"}}})
+    (app,) = bundle.load(base, sets=CANARY_SETS)
+    assert app.options["canary-weight"] == 30  # typed as the charm's int option
+    stable, canary, vs = render("a", "kubeflow", app.options, canary_ready=True)
+    specs = [server_spec(stable, tmp_path), server_spec(canary, tmp_path)]
+    assert [s.params["model_sha256"] for s in specs] == ["1" * 64, "2" * 64]
+    (r,) = envoy_routes([vs], {(s.service_host, EXECUTOR_PORT) for s in specs})
+    assert r["route"]["weighted_clusters"]["clusters"] == [
+        {"name": cluster_name(specs[0].service_host, EXECUTOR_PORT), "weight": 70},
+        {"name": cluster_name(specs[1].service_host, EXECUTOR_PORT), "weight": 30},
+    ]
+
+
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        ({"promote": "a"}, {"model-uri": "file:///canary.onnx", "model-sha256": "2" * 64}),
+        ({"abort": "a"}, {"model-uri": "file:///stable.onnx", "model-sha256": "1" * 64}),
+        (
+            {"reset": "a.canary-weight"},
+            None,
+        ),
+    ],
+)
+def test_promote_abort_and_reset_change_the_options_like_roll_model_and_juju(tmp_path, change, expected):
+    base = write(tmp_path / "b.yaml", {"applications": {"a": {"charm": "onnx-model"}}})
+    if expected is None:  # a canary without a weight: the charm refuses it, naming the option
+        (app,) = bundle.load(base, sets=[*CANARY_SETS, change])
+        assert "canary-weight" not in app.options
+        with pytest.raises(ValueError, match="^canary-weight: is required"):
+            render("a", "kubeflow", app.options)
+        return
+    (app,) = bundle.load(base, sets=[*CANARY_SETS, change])
+    assert app.options == expected
+
+
+def test_promote_without_a_canary_is_a_clear_error(tmp_path):
+    base = write(tmp_path / "b.yaml", {"applications": {"a": {"charm": "onnx-model"}}})
+    with pytest.raises(bundle.BundleError, match="--promote a: a has no canary"):
+        bundle.load(base, sets=[{"promote": "a"}])
+    with pytest.raises(bundle.BundleError, match="no onnx-model application 'b'"):
+        bundle.load(base, sets=[{"abort": "b"}])

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from manifests import S3_KEYS, SHA_LABEL, render
+from manifests import EXECUTOR_PORT, S3_KEYS, SHA_LABEL, render, route
 from model_config import DEFAULT_MODEL_SHA256, DEFAULT_MODEL_URI
 from support.crd_schema import CrdViolation, validate
 
@@ -213,3 +213,114 @@ def test_long_application_name_needs_a_model_name():
     with pytest.raises(ValueError, match="^model-name: "):
         render("a" * 45, "kubeflow", {})
     assert render("a" * 45, "kubeflow", {"model-name": "short"})[0]["metadata"]["name"] == "short"
+
+
+# --- canary ----------------------------------------------------------------------------
+
+CANARY_SHA = "c" * 64
+CANARY = {
+    "model-uri": "https://m.example/v1.onnx",
+    "model-sha256": SHA,
+    "canary-model-uri": "https://m.example/v2.onnx",
+    "canary-model-sha256": CANARY_SHA,
+    "canary-weight": 10,
+}
+
+
+def weights(vs: dict) -> dict[str, int]:
+    return {d["destination"]["host"]: d["weight"] for d in vs["spec"]["http"][0]["route"]}
+
+
+@pytest.mark.parametrize("ready", [False, True])
+@pytest.mark.parametrize("extra", [{}, {"canary-model-uri": "s3://models/v2.onnx", "s3-endpoint": "http://minio:9000"}])
+def test_every_object_with_a_canary_fits_its_crd(ready, extra):
+    for obj in render("scratch", "kubeflow", {**CANARY, **extra}, canary_ready=ready):
+        validate(obj)
+
+
+def test_the_canary_is_its_own_seldondeployment_serving_its_own_file():
+    stable, canary, vs = render("scratch", "kubeflow", CANARY, canary_ready=True)
+    assert (stable["metadata"]["name"], canary["metadata"]["name"]) == ("scratch", "scratch-canary")
+    assert params(canary)["model_uri"] == CANARY["canary-model-uri"]
+    assert params(canary)["model_sha256"] == CANARY_SHA  # it verifies its own digest
+    assert params(canary)["model_version"] == CANARY_SHA[:12]
+    assert params(canary)["model_name"] == "scratch"  # answers name the same model; sha tells which
+    assert canary["spec"]["predictors"][0]["labels"][SHA_LABEL] == CANARY_SHA[:16]
+    assert params(stable)["model_sha256"] == SHA
+    assert canary["metadata"]["labels"] == stable["metadata"]["labels"]  # pruned with the app
+
+
+def test_adding_a_canary_leaves_the_stable_pods_untouched():
+    """The stable predictor must not change, or adding a canary would restart the stable pods."""
+    alone, _ = render("scratch", "kubeflow", {"model-uri": CANARY["model-uri"], "model-sha256": SHA})
+    with_canary = render("scratch", "kubeflow", CANARY, canary_ready=True)[0]
+    assert with_canary == alone
+    s3_canary = render("scratch", "kubeflow", {**CANARY, "canary-model-uri": "s3://b/v2.onnx"}, canary_ready=True)[0]
+    assert s3_canary == alone  # s3 credentials go to the canary's pods only
+
+
+def test_a_ready_canary_gets_its_weight_of_the_route():
+    vs = render("scratch", "kubeflow", CANARY, canary_ready=True)[-1]
+    assert weights(vs) == {
+        "scratch-default.kubeflow.svc.cluster.local": 90,
+        "scratch-canary-default.kubeflow.svc.cluster.local": 10,
+    }
+    assert [r["destination"]["port"] for r in vs["spec"]["http"][0]["route"]] == [{"number": EXECUTOR_PORT}] * 2
+
+
+def test_a_canary_that_is_not_ready_takes_no_request():
+    vs = render("scratch", "kubeflow", CANARY, canary_ready=False)[-1]
+    assert weights(vs) == {"scratch-default.kubeflow.svc.cluster.local": 100}
+    assert vs == render("scratch", "kubeflow", {"model-uri": CANARY["model-uri"], "model-sha256": SHA})[-1]
+
+
+@pytest.mark.parametrize(
+    "weight, expected",
+    [
+        (0, {"scratch-default.kubeflow.svc.cluster.local": 100}),
+        (100, {"scratch-canary-default.kubeflow.svc.cluster.local": 100}),
+    ],
+)
+def test_a_zero_percent_destination_is_left_out_of_the_route(weight, expected):
+    vs = render("scratch", "kubeflow", {**CANARY, "canary-weight": weight}, canary_ready=True)[-1]
+    assert weights(vs) == expected
+
+
+def test_the_canary_follows_the_model_name():
+    _, canary, vs = render("app2", "factory", {**CANARY, "model-name": "dent"}, canary_ready=True)
+    assert canary["metadata"]["name"] == "dent-canary"
+    assert "dent-canary-default.factory.svc.cluster.local" in weights(vs)
+
+
+def test_no_canary_renders_exactly_two_objects():
+    assert [o["kind"] for o in render("scratch", "kubeflow", {}, canary_ready=True)] == [
+        "SeldonDeployment",
+        "VirtualService",
+    ]
+
+
+@pytest.mark.parametrize(
+    "config, option, words",
+    [
+        ({"canary-model-uri": "https://h/v2.onnx", "canary-model-sha256": CANARY_SHA}, "canary-weight", "is required"),
+        ({"canary-weight": 10}, "canary-model-uri", "no canary model"),
+        ({"canary-model-sha256": CANARY_SHA, "canary-weight": 10}, "canary-model-sha256", "canary-model-uri is empty"),
+        ({"canary-model-uri": "https://h/v2.onnx", "canary-weight": 10}, "canary-model-sha256", "is required"),
+        ({**CANARY, "canary-model-sha256": "abc"}, "canary-model-sha256", "64 lowercase hex"),
+        ({**CANARY, "canary-model-uri": "ftp://h/v2.onnx"}, "canary-model-uri", "scheme"),
+        ({**CANARY, "canary-weight": 101}, "canary-weight", "must be in [0, 100], got 101"),
+        ({**CANARY, "canary-weight": -1}, "canary-weight", "must be in [0, 100]"),
+        ({**CANARY, "canary-weight": 2.5}, "canary-weight", "whole number"),
+        ({**CANARY, "canary-weight": "ten"}, "canary-weight", "must be a number"),
+    ],
+)
+def test_invalid_canary_options_are_named_in_the_error(config, option, words):
+    with pytest.raises(ValueError) as err:
+        render("scratch", "kubeflow", config)
+    assert str(err.value).startswith(f"{option}: ")
+    assert words in str(err.value)
+
+
+def test_route_weights_must_add_up():
+    with pytest.raises(ValueError, match="add up to 100"):
+        route([("a", 60), ("b", 30)])

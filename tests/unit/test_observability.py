@@ -104,3 +104,17 @@ def test_dashboard_payload_round_trips_and_is_stable():
     assert first == second  # same uuid: no relation-changed storm on every update-status
     content = first["templates"]["file:onnx-model"]["content"]
     assert json.loads(lzma.decompress(base64.b64decode(content))) == json.loads(DASHBOARD.read_text())
+
+
+def test_stable_and_canary_are_side_by_side_in_the_model_panels():
+    """A canary's pods carry their own model_sha256 target label: these panels keep the two apart."""
+    panels = {p["title"]: p for p in json.loads(DASHBOARD.read_text())["panels"]}
+    for title in (
+        "Throughput (images/s)",
+        "Inference time (s)",
+        "Detections per image",
+        "Refused requests by reason (/s)",
+    ):
+        for target in panels[title]["targets"]:
+            assert target["expr"].count("model_sha256") == target["expr"].count("sum by"), title
+            assert "{{model_sha256}}" in target["legendFormat"], title

@@ -17,9 +17,29 @@ import capacity
 import observability
 import pod_health
 from cluster import Cluster, ClusterError, TrustRequired
-from manifests import ISTIO_API, PREDICTOR, S3_KEYS, SHA_LABEL, labels, render, s3_secret_name
+from manifests import (
+    ISTIO_API,
+    PREDICTOR,
+    S3_KEYS,
+    SELDON_API,
+    SHA_LABEL,
+    canary_name,
+    labels,
+    render,
+    s3_secret_name,
+    service_host,
+)
 from model_config import ModelConfig
-from serving_status import assess, gateway_missing, is_unschedulable, pods_to_ask
+from serving_status import (
+    Serving,
+    assess,
+    canary_is_ready,
+    gateway_missing,
+    is_unschedulable,
+    pods_to_ask,
+    routed_weight,
+    with_canary,
+)
 
 log = logging.getLogger(__name__)
 
@@ -73,12 +93,34 @@ class OnnxModelCharm(ops.CharmBase):
             self.unit.status = ops.WaitingStatus(f"Kubernetes API: {exc}; retrying")
 
     def _apply(self, config: ModelConfig) -> None:
-        objects = render(self.app.name, self.namespace, _options(config))
-        if config.uses_s3:
+        # The canary gets its weight once its pods are Ready (they verified its sha256): this
+        # reconcile looks, so the first one after they are (update-status at the latest) routes it.
+        ready = config.has_canary and canary_is_ready(config.canary_model_sha256, self._canary_pods(config))
+        objects = render(self.app.name, self.namespace, _options(config), canary_ready=ready)
+        if config.any_s3:
             objects.insert(0, self._s3_secret(config))
+        keep = {(o["kind"], o["metadata"]["name"]) for o in objects} | self._still_routed(config)
         for obj in objects:
             self.cluster.apply(obj)
-        self._prune(keep={(o["kind"], o["metadata"]["name"]) for o in objects})
+        self._prune(keep=keep)
+
+    def _canary_pods(self, config: ModelConfig) -> list[dict]:
+        canary = canary_name(config.model_name or self.app.name)
+        return self.cluster.pods(
+            self.namespace, {"seldon-deployment-id": canary, "seldon-app": f"{canary}-{PREDICTOR}"}
+        )
+
+    def _still_routed(self, config: ModelConfig) -> set[tuple[str, str]]:
+        """A removed canary that the live route still sends requests to stays one more reconcile.
+
+        Its share goes back to the stable model with this reconcile's VirtualService; its pods
+        go at the next one, once the gateway no longer routes to them, so no request is lost.
+        """
+        name = config.model_name or self.app.name
+        live = self.cluster.get(ISTIO_API, "VirtualService", name, self.namespace)
+        if routed_weight(live, service_host(canary_name(name), self.namespace)) > 0:
+            return {("SeldonDeployment", canary_name(name))}
+        return set()
 
     def _s3_secret(self, config: ModelConfig) -> dict:
         """The s3 credentials as a Kubernetes Secret, read from the Juju secret named in config."""
@@ -120,6 +162,9 @@ class OnnxModelCharm(ops.CharmBase):
         sdep = self.cluster.get("machinelearning.seldon.io/v1", "SeldonDeployment", name, self.namespace)
         pods = self.cluster.pods(self.namespace, {"seldon-deployment-id": name, "seldon-app": f"{name}-{PREDICTOR}"})
         serving = assess(name, config.effective_sha256, sdep, pods, app=self.app.name, **self._diagnose(pods, config))
+        if config.has_canary:
+            serving, canary_pods = self._with_canary(config, name, serving)
+            pods = pods + canary_pods
         gateway_namespace, gateway_name = config.gateway.split("/")
         if self.cluster.get(ISTIO_API, "Gateway", gateway_name, gateway_namespace) is None:
             serving = gateway_missing(config.gateway, self.namespace)
@@ -142,6 +187,16 @@ class OnnxModelCharm(ops.CharmBase):
             except (TrustRequired, ClusterError, ValueError) as exc:  # the status just says less
                 log.info("cannot read the nodes' free resources: %s", exc)
         return {"server_reasons": reasons, "room": room}
+
+    def _with_canary(self, config: ModelConfig, name: str, stable: Serving) -> tuple[Serving, list[dict]]:
+        """The canary's part of the status, from its SeldonDeployment, its pods and the live route."""
+        canary = canary_name(name)
+        sdep = self.cluster.get(SELDON_API, "SeldonDeployment", canary, self.namespace)
+        pods = self._canary_pods(config)
+        live = self.cluster.get(ISTIO_API, "VirtualService", name, self.namespace)
+        routed = routed_weight(live, service_host(canary, self.namespace))
+        weight = int(config.canary_weight or 0)
+        return with_canary(stable, config.canary_model_sha256, weight, routed, sdep, pods), pods
 
     def _publish_observability(self, pods: list[dict]) -> None:
         """Scrape jobs, alert rules and the dashboard into every COS relation (leader only).

@@ -24,6 +24,7 @@ MANAGED_LABEL = "app.kubernetes.io/managed-by"
 MANAGER = "onnx-model-charm"
 ROUTE_TIMEOUT = "30s"
 S3_KEYS = ("access-key-id", "secret-access-key")
+CANARY_SUFFIX = "-canary"
 
 
 def prefix(model_name: str) -> str:
@@ -41,50 +42,82 @@ def labels(app: str, namespace: str) -> dict[str, str]:
     return {APP_LABEL: app, MODEL_LABEL: namespace, MANAGED_LABEL: MANAGER}
 
 
-def render(name: str, namespace: str, config: dict[str, Any]) -> list[dict[str, Any]]:
-    """Render [SeldonDeployment, VirtualService] for application ``name``.
+def render(name: str, namespace: str, config: dict[str, Any], canary_ready: bool = False) -> list[dict[str, Any]]:
+    """Render [SeldonDeployment, (canary SeldonDeployment,) VirtualService] for application ``name``.
 
     ``config`` holds Juju option names (``model-uri``) or field names
     (``model_uri``); defaults are applied here and invalid values raise
-    ValueError naming the option.
+    ValueError naming the option. ``canary_ready``: the canary's pods are
+    Ready (the caller looked); until then it gets no traffic, since a
+    destination without a Ready endpoint would answer 503 for its share.
     """
     cfg = ModelConfig.from_options({k.replace("_", "-"): v for k, v in config.items()})
     model_name = cfg.model_name or name
     if len(model_name) > 40:
         raise ValueError(f"model-name: {model_name!r} is longer than 40 characters; set model-name")
     meta_labels = labels(name, namespace)
-    return [
-        seldon_deployment(name, model_name, namespace, cfg, meta_labels),
-        virtual_service(model_name, namespace, cfg, meta_labels),
-    ]
+    objects = [seldon_deployment(name, model_name, namespace, cfg, meta_labels)]
+    destinations = [(service_host(model_name, namespace), 100)]
+    if cfg.has_canary:
+        # Its own SeldonDeployment, not a second predictor: Seldon 1.17.1 judges a SeldonDeployment
+        # as a whole (Reconcile: Available only when every predictor's Deployment is; Failed when
+        # one stops progressing; removed predictors are cleaned up only once all the others are
+        # ready), so a refused canary inside the stable one would mark the stable model Failed and
+        # hold up Seldon's own clean-up. Apart, each has its own state, Service and pods.
+        canary = canary_name(model_name)
+        objects.append(seldon_deployment(name, model_name, namespace, cfg.as_canary(), meta_labels, sdep_name=canary))
+        weight = int(cfg.canary_weight or 0) if canary_ready else 0
+        destinations = [(service_host(model_name, namespace), 100 - weight), (service_host(canary, namespace), weight)]
+    objects.append(virtual_service(model_name, namespace, cfg, meta_labels, destinations))
+    return objects
+
+
+def canary_name(model_name: str) -> str:
+    """The canary's SeldonDeployment; Seldon names its Service <this>-<predictor>."""
+    return f"{model_name}{CANARY_SUFFIX}"
+
+
+def service_host(sdep_name: str, namespace: str) -> str:
+    """The Service Seldon creates per predictor (GetPredictorKey: <sdep>-<predictor>)."""
+    return f"{sdep_name}-{PREDICTOR}.{namespace}.svc.cluster.local"
 
 
 def seldon_deployment(
-    app: str, model_name: str, namespace: str, cfg: ModelConfig, meta_labels: dict[str, str]
+    app: str,
+    model_name: str,
+    namespace: str,
+    cfg: ModelConfig,
+    meta_labels: dict[str, str],
+    sdep_name: str = "",
 ) -> dict[str, Any]:
-    sha = cfg.effective_sha256
+    """A SeldonDeployment named ``sdep_name`` (default: the model name) serving ``cfg``'s model."""
+    sdep_name = sdep_name or model_name
     return {
         "apiVersion": SELDON_API,
         "kind": "SeldonDeployment",
-        "metadata": {"name": model_name, "namespace": namespace, "labels": dict(meta_labels)},
+        "metadata": {"name": sdep_name, "namespace": namespace, "labels": dict(meta_labels)},
         "spec": {
-            "name": model_name,
+            "name": sdep_name,
             "annotations": {"seldon.io/rest-timeout": "30000"},
-            "predictors": [
-                {
-                    "name": PREDICTOR,
-                    "replicas": cfg.replicas,
-                    "labels": {**meta_labels, SHA_LABEL: sha[:16]},
-                    "componentSpecs": [{"spec": _pod_spec(app, model_name, cfg)}],
-                    "graph": {
-                        "name": CONTAINER,
-                        "type": "MODEL",
-                        "endpoint": {"type": "REST"},
-                        "parameters": _parameters(model_name, cfg),
-                        "children": [],
-                    },
-                }
-            ],
+            "predictors": [predictor(app, model_name, cfg, meta_labels)],
+        },
+    }
+
+
+def predictor(app: str, model_name: str, cfg: ModelConfig, meta_labels: dict[str, str]) -> dict[str, Any]:
+    """The one predictor of a model (stable or canary): its pods, labelled with the model's sha256."""
+    sha = cfg.effective_sha256
+    return {
+        "name": PREDICTOR,
+        "replicas": cfg.replicas,
+        "labels": {**meta_labels, SHA_LABEL: sha[:16]},
+        "componentSpecs": [{"spec": _pod_spec(app, model_name, cfg)}],
+        "graph": {
+            "name": CONTAINER,
+            "type": "MODEL",
+            "endpoint": {"type": "REST"},
+            "parameters": _parameters(model_name, cfg),
+            "children": [],
         },
     }
 
@@ -165,8 +198,15 @@ def _http_probe(path: str, period: int, failures: int) -> dict[str, Any]:
     }
 
 
-def virtual_service(model_name: str, namespace: str, cfg: ModelConfig, meta_labels: dict[str, str]) -> dict[str, Any]:
-    host = f"{model_name}-{PREDICTOR}.{namespace}.svc.cluster.local"
+def virtual_service(
+    model_name: str,
+    namespace: str,
+    cfg: ModelConfig,
+    meta_labels: dict[str, str],
+    destinations: list[tuple[str, int]] | None = None,
+) -> dict[str, Any]:
+    """The route of /model/<name>/; ``destinations``: (Service host, weight), default the stable one."""
+    destinations = destinations or [(service_host(model_name, namespace), 100)]
     return {
         "apiVersion": ISTIO_API,
         "kind": "VirtualService",
@@ -179,7 +219,7 @@ def virtual_service(model_name: str, namespace: str, cfg: ModelConfig, meta_labe
                     "name": model_name,
                     "match": [{"uri": {"prefix": prefix(model_name)}}],
                     "rewrite": {"uri": "/"},
-                    "route": [{"destination": {"host": host, "port": {"number": EXECUTOR_PORT}}, "weight": 100}],
+                    "route": route(destinations),
                     "timeout": ROUTE_TIMEOUT,
                     # A pod leaving during a rollout resets its connections; retry those, not 4xx.
                     "retries": {
@@ -191,3 +231,17 @@ def virtual_service(model_name: str, namespace: str, cfg: ModelConfig, meta_labe
             ],
         },
     }
+
+
+def route(destinations: list[tuple[str, int]]) -> list[dict[str, Any]]:
+    """Istio route destinations for (host, weight) pairs; a 0% destination is left out.
+
+    Leaving it out (rather than weight 0) means a canary whose Service does not exist yet, or
+    has no Ready pod, is not in the route at all, and one model alone is routed as before.
+    """
+    kept = [(host, weight) for host, weight in destinations if weight > 0]
+    if sum(weight for _, weight in kept) != 100:
+        raise ValueError(f"route weights must add up to 100, got {destinations}")
+    return [
+        {"destination": {"host": host, "port": {"number": EXECUTOR_PORT}}, "weight": weight} for host, weight in kept
+    ]

@@ -50,6 +50,11 @@ class ModelConfig:
     gateway: str = "kubeflow/kubeflow-gateway"
     s3_endpoint: str = ""
     s3_credentials: Any = None  # ops.Secret in the charm; never rendered
+    # A second model answering a share of the requests; canary-weight has no default, so
+    # "unset" (None) and 0 ("running, no traffic") are different things.
+    canary_model_uri: str = ""
+    canary_model_sha256: str = ""
+    canary_weight: int | None = None
 
     def __post_init__(self) -> None:
         for check in (
@@ -58,6 +63,7 @@ class ModelConfig:
             self._check_numbers,
             self._check_resources,
             self._check_routing,
+            self._check_canary,
         ):
             check()
 
@@ -87,27 +93,7 @@ class ModelConfig:
             )
 
     def _check_model(self) -> None:
-        uri, sha = self.model_uri.strip(), self.model_sha256.strip()
-        if uri != self.model_uri or any(c.isspace() for c in uri):
-            raise _invalid("model-uri", "must not contain spaces")
-        if not uri:
-            if sha:
-                raise _invalid("model-sha256", "is set but model-uri is empty: set both or neither")
-            return
-        parsed = urlparse(uri)
-        if parsed.scheme not in ("file", "http", "https", "s3"):
-            raise _invalid("model-uri", f"scheme must be file://, http(s):// or s3://, got {uri!r}")
-        if parsed.scheme in ("http", "https", "s3") and not parsed.netloc:
-            raise _invalid("model-uri", f"{uri!r} has no host or bucket")
-        if parsed.scheme in ("file", "s3") and not parsed.path.strip("/"):
-            raise _invalid("model-uri", f"{uri!r} names no file")
-        if not sha:
-            raise _invalid(
-                "model-sha256",
-                "is required when model-uri is set: give the file's sha256 (sha256sum <file>)",
-            )
-        if not _SHA256.match(sha):
-            raise _invalid("model-sha256", "must be 64 lowercase hex digits (the output of sha256sum)")
+        _check_uri_and_sha("model-uri", self.model_uri, "model-sha256", self.model_sha256)
         if self.model_version and not _VERSION.match(self.model_version):
             raise _invalid("model-version", "must be 1-63 letters, digits, '.', '_' or '-'")
 
@@ -139,6 +125,24 @@ class ModelConfig:
             if parsed.scheme not in ("http", "https") or not parsed.netloc:
                 raise _invalid("s3-endpoint", f"{self.s3_endpoint!r} must be an http(s):// URL")
 
+    def _check_canary(self) -> None:
+        """A canary is a model (URI + sha256) and a weight, all or nothing."""
+        _check_uri_and_sha("canary-model-uri", self.canary_model_uri, "canary-model-sha256", self.canary_model_sha256)
+        if self.canary_weight is None:
+            if self.canary_model_uri:
+                raise _invalid(
+                    "canary-weight",
+                    "is required when canary-model-uri is set: the percent of requests (0-100) the canary answers",
+                )
+            return
+        _in_range("canary-weight", self.canary_weight, 0, 100, integer=True)
+        if not self.canary_model_uri:
+            raise _invalid(
+                "canary-model-uri",
+                "canary-weight is set but there is no canary model: set canary-model-uri and "
+                "canary-model-sha256, or reset canary-weight (juju config <app> --reset canary-weight)",
+            )
+
     # --- derived values -------------------------------------------------------
 
     @property
@@ -153,6 +157,53 @@ class ModelConfig:
     @property
     def uses_s3(self) -> bool:
         return self.effective_uri.startswith("s3://")
+
+    @property
+    def any_s3(self) -> bool:
+        """The stable model or the canary comes from s3: the credentials Secret is needed."""
+        return self.uses_s3 or self.canary_model_uri.startswith("s3://")
+
+    @property
+    def has_canary(self) -> bool:
+        """A canary is configured (it may still take 0% of the requests)."""
+        return bool(self.canary_model_uri) and self.canary_weight is not None
+
+    def as_canary(self) -> ModelConfig:
+        """The canary as a model of its own: same server settings, the canary's file, no canary."""
+        return dataclasses.replace(
+            self,
+            model_uri=self.canary_model_uri,
+            model_sha256=self.canary_model_sha256,
+            model_version="",
+            canary_model_uri="",
+            canary_model_sha256="",
+            canary_weight=None,
+        )
+
+
+def _check_uri_and_sha(uri_option: str, uri: str, sha_option: str, sha: str) -> None:
+    """A model file's URI and its sha256: both or neither, each well formed."""
+    if uri.strip() != uri or any(c.isspace() for c in uri):
+        raise _invalid(uri_option, "must not contain spaces")
+    sha = sha.strip()
+    if not uri:
+        if sha:
+            raise _invalid(sha_option, f"is set but {uri_option} is empty: set both or neither")
+        return
+    parsed = urlparse(uri)
+    if parsed.scheme not in ("file", "http", "https", "s3"):
+        raise _invalid(uri_option, f"scheme must be file://, http(s):// or s3://, got {uri!r}")
+    if parsed.scheme in ("http", "https", "s3") and not parsed.netloc:
+        raise _invalid(uri_option, f"{uri!r} has no host or bucket")
+    if parsed.scheme in ("file", "s3") and not parsed.path.strip("/"):
+        raise _invalid(uri_option, f"{uri!r} names no file")
+    if not sha:
+        raise _invalid(
+            sha_option,
+            f"is required when {uri_option} is set: give the file's sha256 (sha256sum <file>)",
+        )
+    if not _SHA256.match(sha):
+        raise _invalid(sha_option, "must be 64 lowercase hex digits (the output of sha256sum)")
 
 
 def _in_range(

@@ -330,3 +330,59 @@ def gateway_missing(gateway: str, juju_model: str) -> Serving:
         f"Istio gateway {gateway} not found: deploy into a Juju model named {namespace} "
         f"(this one is {juju_model}) or set gateway=<namespace>/<gateway>",
     )
+
+
+_SEVERITY = {"active": 0, "waiting": 1, "blocked": 2}
+
+
+def canary_is_ready(canary_sha: str, pods: list[dict[str, Any]]) -> bool:
+    """A canary pod passed its readiness probe: it verified and loaded exactly this file."""
+    wanted = canary_sha[:16]
+    return any(pod_is_ready(p) and (p["metadata"].get("labels") or {}).get(SHA_LABEL) == wanted for p in pods)
+
+
+def with_canary(
+    stable: Serving,
+    canary_sha: str,
+    weight: int,
+    routed: int,
+    sdep: dict[str, Any] | None,
+    pods: list[dict[str, Any]],
+) -> Serving:
+    """The stable model's status plus the canary's: ``weight`` configured, ``routed`` what the live route gives it.
+
+    A canary that is not Ready gets no traffic (render() leaves it out of the route), so its
+    share stays with the stable model; the status says so, and why when Seldon gave up on it.
+    """
+    c = short(canary_sha)
+    status = (sdep or {}).get("status") or {}
+    if canary_is_ready(canary_sha, pods):
+        if routed == weight:
+            kind, message = "active", f"{stable.message}, canary {c} at {weight}%"
+        else:
+            kind, message = "waiting", f"{stable.message}, canary {c} at {routed}% (moving to {weight}%)"
+    elif status.get("state") == "Failed":
+        reason = status.get("description") or "no reason given"
+        kind, message = (
+            "blocked",
+            f"{stable.message}; canary {c} refused (SeldonDeployment failed: {reason}), "
+            f"its {weight}% stays with the stable model",
+        )
+    else:
+        kind, message = (
+            "waiting",
+            f"{stable.message}; canary {c} not Ready, its {weight}% stays with the stable model until it is "
+            "(a model that fails its sha256 check never gets ready, see kubectl logs)",
+        )
+    worst = max(stable.kind, kind, key=_SEVERITY.__getitem__)
+    return Serving(worst, message)
+
+
+def routed_weight(virtual_service: dict[str, Any] | None, host: str) -> int:
+    """The percent of requests the live VirtualService sends to ``host`` (0 when it is not routed)."""
+    total = 0
+    for http in ((virtual_service or {}).get("spec") or {}).get("http") or []:
+        for dest in http.get("route") or []:
+            if dest.get("destination", {}).get("host") == host:
+                total += int(dest.get("weight", 100))
+    return total
