@@ -113,7 +113,9 @@ def check_broker(broker: BrokerURL, tls: TlsFiles, log) -> None:
         try:
             ctx.wrap_socket(sock, server_hostname=broker.host).close()
         except ssl.SSLCertVerificationError as exc:
-            raise StartupError(f"mqtts://{broker.host}:{broker.port}: certificate not trusted: {exc.verify_message}")
+            raise StartupError(
+                f"mqtts://{broker.host}:{broker.port}: certificate not trusted: {exc.verify_message}"
+            ) from None
         except ssl.SSLError as exc:
             raise StartupError(f"mqtts://{broker.host}:{broker.port}: TLS handshake failed: {exc.reason}") from None
 
@@ -149,7 +151,8 @@ def main(argv: list[str]) -> int:
     service = Service(settings, DropFolder(args.watch), model, outbox, publisher, folders, sys.stdout, log)
     log(
         f"watching {args.watch} -> {args.url}/model/{args.model}/ -> {broker}; outbox {outbox.folder} "
-        f"({len(outbox)} waiting; bounds {args.outbox_max_mb:g} MB and {args.outbox_max_hours:g} h, oldest dropped first)"
+        f"({len(outbox)} waiting; bounds {args.outbox_max_mb:g} MB and {args.outbox_max_hours:g} h, "
+        "oldest dropped first)"
     )
     publisher.start()
     try:

@@ -64,9 +64,7 @@ def needs_relabel(detections: list[dict], band: Band) -> str | None:
     return None
 
 
-def inspected(
-    *, rid: str, image: str, captured_at: float, inspected_at: float, answer: dict, threshold: float
-) -> dict:
+def inspected(*, rid: str, image: str, captured_at: float, inspected_at: float, answer: dict, threshold: float) -> dict:
     """The message for a photo the model answered (``answer`` is the model's ``jsonData``)."""
     detections = answer["detections"]
     model = answer.get("model") or {}

@@ -31,10 +31,7 @@ class Counters:
     failed: int = 0
 
     def line(self, publisher: Publisher, outbox: Outbox) -> str:
-        text = (
-            f"inspected {self.inspected} published {publisher.published} "
-            f"queued {len(outbox)} failed {self.failed}"
-        )
+        text = f"inspected {self.inspected} published {publisher.published} queued {len(outbox)} failed {self.failed}"
         return text + (f" dropped {outbox.dropped}" if outbox.dropped else "")
 
 

@@ -102,7 +102,7 @@ class Watcher:
         return self
 
     def queued(self) -> int:
-        return len([p for p in self.outbox.glob("*.json")])
+        return len(list(self.outbox.glob("*.json")))
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         if self.proc and self.proc.poll() is None:
@@ -152,7 +152,7 @@ def test_each_photo_dropped_arrives_as_one_message_the_line_can_act_on(site, bro
     assert [m["image"] for m in got] == [name for name, _ in PHOTOS]
     assert len(sub.messages) == len(PHOTOS)  # no duplicate in the plain case either
     served_sha = requests.get(f"{site.url}/model/scratch/api/v1.0/metadata", timeout=10).json()["custom"]["sha256"]
-    for (name, data), m in zip(PHOTOS, got):
+    for (name, data), m in zip(PHOTOS, got, strict=True):
         answer = model_answer(site, data)
         assert m["status"] == "inspected"
         assert m["detections"] == answer["detections"]  # as the model answers
@@ -171,9 +171,7 @@ def test_each_photo_dropped_arrives_as_one_message_the_line_can_act_on(site, bro
     # Relabel: the empty ones and those whose best detection is in the band, with the model's answer.
     low, high = (float(x) for x in BAND.split("-"))
     expected = {
-        m["image"]
-        for m in got
-        if not m["detections"] or low <= max(d["confidence"] for d in m["detections"]) < high
+        m["image"] for m in got if not m["detections"] or low <= max(d["confidence"] for d in m["detections"]) < high
     }
     assert "blank.jpg" in expected and len(expected) < len(PHOTOS)
     assert {p.name for p in w.relabel.glob("*.jpg")} == expected

@@ -40,9 +40,7 @@ def test_result_id_is_stable_and_tells_photos_apart():
 
 
 def test_inspected_message_carries_what_the_line_needs():
-    msg = message.inspected(
-        rid="r", image="a.jpg", captured_at=0.0, inspected_at=1.5, answer=ANSWER, threshold=0.5
-    )
+    msg = message.inspected(rid="r", image="a.jpg", captured_at=0.0, inspected_at=1.5, answer=ANSWER, threshold=0.5)
     assert json.loads(json.dumps(msg)) == msg
     assert msg["image"] == "a.jpg" and msg["result_id"] == "r" and msg["status"] == "inspected"
     assert msg["model"] == ANSWER["model"]
@@ -83,7 +81,8 @@ def test_failed_message_says_the_part_was_not_inspected():
 
 
 def test_broker_url():
-    assert BrokerURL.parse("mqtt://10.0.0.5:1884/line/3/results") == BrokerURL("10.0.0.5", 1884, "line/3/results", False)
+    expected = BrokerURL("10.0.0.5", 1884, "line/3/results", False)
+    assert BrokerURL.parse("mqtt://10.0.0.5:1884/line/3/results") == expected
     assert BrokerURL.parse("mqtts://broker.plant/results") == BrokerURL("broker.plant", 8883, "results", True)
     assert BrokerURL.parse("mqtt://b/results").port == 1883
 
