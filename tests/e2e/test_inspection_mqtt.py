@@ -24,7 +24,7 @@ import requests
 from PIL import Image
 
 from conftest import photos
-from support.mosquitto import Mosquitto, Subscriber, require_mosquitto
+from support.mosquitto import Mosquitto, Pki, Subscriber, require_mosquitto
 from support.server_process import ROOT, free_port
 from support.site_process import SiteProcess
 
@@ -317,3 +317,47 @@ def test_a_model_that_cannot_be_used_is_a_clear_error(site, tmp_path, url_of, mo
     res = run_predict("--watch", str(tmp_path), "--url", url_of(site), "--model", model, "--mqtt", "mqtt://b/t")
     assert res.returncode == code, res.stderr
     assert words in res.stderr and "Traceback" not in res.stderr
+
+
+def test_tls_broker_with_a_client_certificate(site, tmp_path):
+    pki, stranger = Pki(tmp_path / "pki"), Pki(tmp_path / "other-ca")
+    broker = Mosquitto(tmp_path / "broker", tls=pki).start()
+    client_cert = ["--tls-cert", str(pki.client_cert), "--tls-key", str(pki.client_key)]
+    try:
+        res = run_predict(
+            "--watch", str(tmp_path), "--url", site.url, "--mqtt", broker.url(TOPIC), "--tls-ca", str(stranger.ca),
+            *client_cert,
+        )  # fmt: skip
+        assert res.returncode == 1, res.stderr
+        assert f"predict: mqtts://127.0.0.1:{broker.port}: certificate not trusted" in res.stderr
+        sub = Subscriber(broker.port, TOPIC, "line-controller-6", tls=pki)
+        w = Watcher(tmp_path, site, broker.url(TOPIC), "--tls-ca", str(pki.ca), *client_cert).start()
+        try:
+            drop(w.drop, PHOTOS[0][0], PHOTOS[0][1])
+            wait_for(lambda: len(sub.unique()) == 1, 30, "a message over TLS", w)
+        finally:
+            w.stop()
+            sub.stop()
+    finally:
+        broker.stop()
+
+
+def test_model_down_mid_run_the_photo_waits_and_goes_through_when_it_is_back(site, broker, tmp_path):
+    first = SiteProcess([]).start()
+    second = SiteProcess([], port=first.port)  # the same gateway URL, back after a restart
+    sub = Subscriber(broker.port, TOPIC, "line-controller-7")
+    w = Watcher(tmp_path, first, broker.url(TOPIC)).start()
+    try:
+        first.stop()
+        drop(w.drop, "while-down.jpg", PHOTOS[1][1])
+        wait_for(lambda: any("while-down.jpg: model unavailable" in line for line in w.err), 30, "a retry", w)
+        assert (w.drop / "while-down.jpg").exists()  # not failed, not lost: it waits
+        second.start()
+        wait_for(lambda: len(sub.unique()) == 1, 90, "the photo inspected once the model is back", w)
+    finally:
+        w.stop()
+        sub.stop()
+        second.stop()
+    (result,) = sub.unique()
+    assert result["image"] == "while-down.jpg" and result["status"] == "inspected"
+    assert list(w.failed.iterdir()) == [] and [p.name for p in w.done.iterdir()] == ["while-down.jpg"]

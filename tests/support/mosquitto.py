@@ -37,6 +37,7 @@ def require_mosquitto() -> str:
 class Mosquitto:
     folder: Path
     users: dict[str, str] | None = None  # None: anonymous allowed
+    tls: Pki | None = None  # a TLS listener that also requires a client certificate
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen | None = None
 
@@ -50,6 +51,13 @@ class Mosquitto:
             f"persistence_location {self.folder}/",
             f"log_dest file {self.folder / 'mosquitto.log'}",
         ]
+        if self.tls is not None:
+            conf += [
+                f"cafile {self.tls.ca}",
+                f"certfile {self.tls.server_cert}",
+                f"keyfile {self.tls.server_key}",
+                "require_certificate true",
+            ]
         if self.users is None:
             conf.append("allow_anonymous true")
         else:
@@ -81,18 +89,60 @@ class Mosquitto:
             self.proc.wait(timeout=15)
 
     def url(self, topic: str) -> str:
-        return f"mqtt://127.0.0.1:{self.port}/{topic}"
+        return f"{'mqtts' if self.tls else 'mqtt'}://127.0.0.1:{self.port}/{topic}"
+
+
+@dataclass
+class Pki:
+    """A throwaway CA, a server certificate for 127.0.0.1 and a client certificate (openssl CLI)."""
+
+    folder: Path
+
+    def __post_init__(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.ca, self.ca_key = self.folder / "ca.pem", self.folder / "ca.key"
+        self._openssl("req", "-x509", "-keyout", self.ca_key, "-out", self.ca, "-days", "1", "-subj", "/CN=test-ca")
+        self.server_cert, self.server_key = self._signed("server", "127.0.0.1", "subjectAltName=IP:127.0.0.1")
+        self.client_cert, self.client_key = self._signed("client", "line-3", "extendedKeyUsage=clientAuth")
+
+    def _signed(self, name: str, cn: str, ext: str) -> tuple[Path, Path]:
+        key, csr, cert = (self.folder / f"{name}.{s}" for s in ("key", "csr", "pem"))
+        (self.folder / f"{name}.ext").write_text(ext + "\n")
+        self._openssl("req", "-keyout", key, "-out", csr, "-subj", f"/CN={cn}")
+        subprocess.run(
+            ["openssl", "x509", "-req", "-in", csr, "-CA", self.ca, "-CAkey", self.ca_key, "-CAcreateserial",
+             "-out", cert, "-days", "1", "-extfile", self.folder / f"{name}.ext"],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        return cert, key
+
+    @staticmethod
+    def _openssl(cmd: str, *args) -> None:
+        subprocess.run(
+            ["openssl", cmd, "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", *map(str, args)],
+            check=True, capture_output=True,
+        )  # fmt: skip
 
 
 class Subscriber:
     """The line's controller: a persistent QoS 1 session, reconnecting by itself (paho)."""
 
-    def __init__(self, port: int, topic: str, client_id: str, user: str | None = None, password: str | None = None):
+    def __init__(
+        self,
+        port: int,
+        topic: str,
+        client_id: str,
+        user: str | None = None,
+        password: str | None = None,
+        tls: Pki | None = None,
+    ):
         self.messages: list[dict] = []
         self._subscribed = threading.Event()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
         if user:
             self.client.username_pw_set(user, password)
+        if tls:
+            self.client.tls_set(ca_certs=str(tls.ca), certfile=str(tls.client_cert), keyfile=str(tls.client_key))
         self.client.reconnect_delay_set(min_delay=1, max_delay=2)
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
         self.client.on_subscribe = lambda c, u, mid, rcs, p: self._subscribed.set()
