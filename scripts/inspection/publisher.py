@@ -118,8 +118,8 @@ class Publisher:
                 break
             entry = self._inflight.pop(mid, None)
             if entry is not None:
-                self.outbox.remove(entry)
                 self.published += 1
+                self.outbox.remove(entry)
                 acked += 1
         if acked and self._backlog and len(self.outbox) == 0:
             self._backlog = False

@@ -38,9 +38,9 @@ def site():
     require_mosquitto()
     # The watcher's own venv (paho-mqtt) is built before any clock starts.
     sys.path.insert(0, str(ROOT / "scripts"))
-    from local_site.venvs import ensure
+    from inspection.venv import predict_python
 
-    ensure(ROOT / ".venv" / "predict", ROOT / "requirements" / "predict.txt")
+    predict_python()
     s = SiteProcess([]).start()
     yield s
     s.stop()
