@@ -86,8 +86,10 @@ class ModelClient:
         self.session = requests.Session()
 
     def check(self) -> None:
-        """Before watching: is there a model of that name at that URL? (the executor's and the
-        wrapper's GET /api/v1.0/metadata, reached through the gateway's /model/<name>/ rewrite)."""
+        """Before watching: is there a model of that name at that URL? GET /api/v1.0/metadata is
+        served by Seldon's executor in a pod (SeldonIO/seldon-core v1.17.1,
+        executor/api/rest/server.go: graphMetadata) and by the Python wrapper the local site runs,
+        both reached through the gateway's /model/<name>/ rewrite."""
         url = f"{self.base}/api/v1.0/metadata"
         try:
             resp = self.session.get(url, timeout=self.timeout)

@@ -2,9 +2,10 @@
 
 paho-mqtt does the protocol and the reconnecting (``loop_start`` retries the first connection
 too, with ``reconnect_delay_set`` backoff) and, after a reconnect, re-sends every QoS 1 message
-still waiting for its PUBACK, in order (paho ``Client._messages_reconnect_reset_out``). This
-thread only keeps up to ``window`` results in flight and deletes each one's file when paho
-reports its PUBACK. A crash between the PUBACK and the delete means the result is sent again
+still waiting for its PUBACK, in order (paho-mqtt 2.1.0, paho/mqtt/client.py:
+``Client._messages_reconnect_reset_out``, and ``_thread_main`` for the first connection).
+This thread only keeps up to ``window`` results in flight and deletes each one's file when
+paho reports its PUBACK. A crash between the PUBACK and the delete means the result is sent again
 after the restart: at least once, with the same ``result_id``, which the line de-duplicates.
 """
 
