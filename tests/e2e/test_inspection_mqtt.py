@@ -7,6 +7,7 @@ and the outbox, never a sleep.
 
 from __future__ import annotations
 
+import http.server
 import io
 import json
 import os
@@ -76,12 +77,12 @@ def wait_for(condition, timeout: float, what: str, *procs: Watcher) -> None:
 class Watcher:
     """scripts/predict --watch as a user starts it, output collected line by line."""
 
-    def __init__(self, tmp: Path, site: SiteProcess, mqtt_url: str, *extra: str) -> None:
+    def __init__(self, tmp: Path, model_url: str, mqtt_url: str, *extra: str) -> None:
         self.drop, self.done, self.failed = tmp / "drop", tmp / "done", tmp / "failed"
         self.outbox, self.relabel = tmp / "outbox", tmp / "relabel"
         self.drop.mkdir(exist_ok=True)
         self.cmd = [
-            sys.executable, str(PREDICT), "--watch", str(self.drop), "--url", site.url, "--model", "scratch",
+            sys.executable, str(PREDICT), "--watch", str(self.drop), "--url", model_url, "--model", "scratch",
             "--mqtt", mqtt_url, "--outbox", str(self.outbox), "--done", str(self.done), "--failed", str(self.failed),
             "--relabel", str(self.relabel), "--threshold", str(THRESHOLD), "--uncertain", BAND, "--poll", "0.2",
             *extra,
@@ -139,7 +140,7 @@ def model_answer(site: SiteProcess, data: bytes) -> dict:
 
 def test_each_photo_dropped_arrives_as_one_message_the_line_can_act_on(site, broker, tmp_path):
     sub = Subscriber(broker.port, TOPIC, "line-controller-1")
-    w = Watcher(tmp_path, site, broker.url(TOPIC)).start()
+    w = Watcher(tmp_path, site.url, broker.url(TOPIC)).start()
     try:
         for n, (name, data) in enumerate(PHOTOS, 1):
             drop(w.drop, name, data)
@@ -188,7 +189,7 @@ def test_each_photo_dropped_arrives_as_one_message_the_line_can_act_on(site, bro
 
 def test_a_photo_the_model_refuses_goes_to_failed_with_the_reason(site, broker, tmp_path):
     sub = Subscriber(broker.port, TOPIC, "line-controller-2")
-    w = Watcher(tmp_path, site, broker.url(TOPIC)).start()
+    w = Watcher(tmp_path, site.url, broker.url(TOPIC)).start()
     try:
         drop(w.drop, "truncated.jpg", PHOTOS[0][1][:300])  # a camera that lost power mid-write
         drop(w.drop, "after.jpg", PHOTOS[1][1])
@@ -212,7 +213,7 @@ def test_broker_stopped_mid_run_every_result_arrives_once_in_order(site, broker,
     names = [f"part-{i:02d}.jpg" for i in range(8)]
     data = {n: PHOTOS[i % 4][1] for i, n in enumerate(names)}
     sub = Subscriber(broker.port, TOPIC, "line-controller-3")
-    w = Watcher(tmp_path, site, broker.url(TOPIC)).start()
+    w = Watcher(tmp_path, site.url, broker.url(TOPIC)).start()
     try:
         for n, name in enumerate(names[:3], 1):
             drop(w.drop, name, data[name])
@@ -239,7 +240,7 @@ def test_broker_stopped_mid_run_every_result_arrives_once_in_order(site, broker,
 
 def test_watcher_killed_while_results_wait_sends_them_when_restarted(site, tmp_path):
     broker = Mosquitto(tmp_path / "broker")  # not started: the uplink is down
-    w = Watcher(tmp_path, site, broker.url(TOPIC)).start()
+    w = Watcher(tmp_path, site.url, broker.url(TOPIC)).start()
     names = ["k1.jpg", "k2.jpg", "k3.jpg"]
     for i, name in enumerate(names):
         drop(w.drop, name, PHOTOS[i][1])
@@ -292,7 +293,7 @@ def test_bad_credentials_are_a_clear_error_and_good_ones_work(site, tmp_path):
             assert f"predict: broker 127.0.0.1:{broker.port} refused the connection" in res.stderr
             assert "Not authorized" in res.stderr and "Traceback" not in res.stderr
         sub = Subscriber(broker.port, TOPIC, "line-controller-5", "line3", "s3cret")
-        w = Watcher(tmp_path, site, broker.url(TOPIC), "--mqtt-user", "line3", "--mqtt-password-file", str(right))
+        w = Watcher(tmp_path, site.url, broker.url(TOPIC), "--mqtt-user", "line3", "--mqtt-password-file", str(right))
         w.start()
         try:
             drop(w.drop, PHOTOS[0][0], PHOTOS[0][1])
@@ -331,7 +332,7 @@ def test_tls_broker_with_a_client_certificate(site, tmp_path):
         assert res.returncode == 1, res.stderr
         assert f"predict: mqtts://127.0.0.1:{broker.port}: certificate not trusted" in res.stderr
         sub = Subscriber(broker.port, TOPIC, "line-controller-6", tls=pki)
-        w = Watcher(tmp_path, site, broker.url(TOPIC), "--tls-ca", str(pki.ca), *client_cert).start()
+        w = Watcher(tmp_path, site.url, broker.url(TOPIC), "--tls-ca", str(pki.ca), *client_cert).start()
         try:
             drop(w.drop, PHOTOS[0][0], PHOTOS[0][1])
             wait_for(lambda: len(sub.unique()) == 1, 30, "a message over TLS", w)
@@ -346,7 +347,7 @@ def test_model_down_mid_run_the_photo_waits_and_goes_through_when_it_is_back(sit
     first = SiteProcess([]).start()
     second = SiteProcess([], port=first.port)  # the same gateway URL, back after a restart
     sub = Subscriber(broker.port, TOPIC, "line-controller-7")
-    w = Watcher(tmp_path, first, broker.url(TOPIC)).start()
+    w = Watcher(tmp_path, first.url, broker.url(TOPIC)).start()
     try:
         first.stop()
         drop(w.drop, "while-down.jpg", PHOTOS[1][1])
@@ -361,3 +362,45 @@ def test_model_down_mid_run_the_photo_waits_and_goes_through_when_it_is_back(sit
     (result,) = sub.unique()
     assert result["image"] == "while-down.jpg" and result["status"] == "inspected"
     assert list(w.failed.iterdir()) == [] and [p.name for p in w.done.iterdir()] == ["while-down.jpg"]
+
+
+class AlwaysFailsOnPhotos(http.server.BaseHTTPRequestHandler):
+    """A model route whose metadata answers but whose every prediction is a 500 (a server bug on
+    some photo): the one failure mode the real server cannot be made to produce on demand."""
+
+    def do_GET(self):  # noqa: N802 - http.server's API
+        self._reply(200, {"name": "scratch"})
+
+    def do_POST(self):  # noqa: N802
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self._reply(500, {"status": {"code": -1, "info": "model crashed on this photo", "status": "FAILURE"}})
+
+    def _reply(self, code: int, body: dict) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_a_photo_the_model_keeps_failing_on_goes_to_failed_after_the_attempts(site, broker, tmp_path):
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), AlwaysFailsOnPhotos)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    sub = Subscriber(broker.port, TOPIC, "line-controller-8")
+    w = Watcher(tmp_path, f"http://127.0.0.1:{httpd.server_address[1]}", broker.url(TOPIC), "--attempts", "3").start()
+    try:
+        drop(w.drop, "crasher.jpg", PHOTOS[0][1])
+        wait_for(lambda: len(sub.unique()) == 1, 30, "the failure message", w)
+    finally:
+        w.stop()
+        sub.stop()
+        httpd.shutdown()
+    (result,) = sub.unique()
+    assert result["status"] == "failed"
+    assert result["error"] == "HTTP 500: model crashed on this photo (after 3 attempts)"
+    assert sum("crasher.jpg: model failed (HTTP 500" in line for line in w.err) == 2  # two retries
+    assert (w.failed / "crasher.jpg.reason.txt").read_text().startswith(result["error"])
