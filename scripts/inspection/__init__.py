@@ -1,0 +1,8 @@
+"""The inspection service behind ``scripts/predict --watch``: drop folder -> model -> MQTT.
+
+One job per module: ``drop_folder`` finds complete photos, ``model_client`` asks the model
+(retrying what is transient), ``message`` shapes the result, ``outbox`` keeps results on
+disk until the broker acknowledges them, ``publisher`` sends them (paho-mqtt, QoS 1),
+``folders`` files photos under done/failed/relabel, ``service`` runs the loop and ``cli``
+turns the command line into settings (usage errors exit 2).
+"""

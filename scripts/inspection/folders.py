@@ -1,0 +1,54 @@
+"""Where a photo goes once it has a result: done, failed (with the reason beside it), relabel.
+
+A photo leaves the drop folder only after its result is in the outbox, so a crash at any point
+means at worst one more inspection of the same photo (same result_id), never a lost result.
+Names are never overwritten: a camera whose counter wrapped gets ``<stem>-<result_id[:8]>``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def _free_name(folder: Path, name: str, rid: str) -> Path:
+    target = folder / name
+    if not target.exists():
+        return target
+    p = Path(name)
+    return folder / f"{p.stem}-{rid[:8]}{p.suffix}"
+
+
+@dataclass(frozen=True)
+class Folders:
+    done: Path
+    failed: Path
+    relabel: Path | None
+
+    def create(self) -> None:
+        for folder in (self.done, self.failed, self.relabel):
+            if folder is not None:
+                folder.mkdir(parents=True, exist_ok=True)
+
+    def to_done(self, photo: Path, rid: str) -> Path:
+        target = _free_name(self.done, photo.name, rid)
+        shutil.move(photo, target)
+        return target
+
+    def to_failed(self, photo: Path, rid: str, reason: str) -> Path:
+        """The photo and ``<photo>.reason.txt``: what the model said, for the person who looks."""
+        target = _free_name(self.failed, photo.name, rid)
+        target.with_name(target.name + ".reason.txt").write_text(f"{reason}\nresult_id: {rid}\n")
+        shutil.move(photo, target)
+        return target
+
+    def copy_for_relabel(self, photo: Path, rid: str, why: str, answer: dict) -> Path:
+        """A copy of the photo and ``<photo>.json`` with the model's answer, to label and train on."""
+        assert self.relabel is not None
+        target = _free_name(self.relabel, photo.name, rid)
+        shutil.copy2(photo, target)
+        sidecar = {"image": photo.name, "result_id": rid, "why": why, "answer": answer}
+        target.with_name(target.name + ".json").write_text(json.dumps(sidecar, indent=1) + "\n")
+        return target
