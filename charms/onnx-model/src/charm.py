@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 import logging
 
+import gateway
 import ops
 
 import observability
 from cluster import Cluster, ClusterError, TrustRequired
 from manifests import ISTIO_API, PREDICTOR, S3_KEYS, SHA_LABEL, labels, render, s3_secret_name
 from model_config import ModelConfig
-from serving_status import assess, gateway_missing
+from serving_status import assess
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,8 @@ class OnnxModelCharm(ops.CharmBase):
             self.on.secret_changed,
             self.on.metrics_endpoint_relation_joined,
             self.on.grafana_dashboard_relation_joined,
+            self.on[gateway.RELATION].relation_changed,
+            self.on[gateway.RELATION].relation_broken,
         ):
             framework.observe(event, self._reconcile)
         framework.observe(self.on.remove, self._on_remove)
@@ -54,9 +57,15 @@ class OnnxModelCharm(ops.CharmBase):
     def _reconcile(self, _: ops.EventBase) -> None:
         config = self.load_config(ModelConfig, errors="blocked")
         try:
+            gw = self._gateway(config)
+        except gateway.NoGateway as exc:
+            # Nothing is applied without a route; a model already serving keeps serving.
+            self.unit.status = STATUS[exc.kind](exc.message)
+            return
+        try:
             if self.unit.is_leader():
-                self._apply(config)
-            pods = self._report(config)
+                self._apply(config, gw)
+            pods = self._report(config, gw)
             if self.unit.is_leader():
                 self._publish_observability(pods)
         except TrustRequired:
@@ -70,8 +79,13 @@ class OnnxModelCharm(ops.CharmBase):
             log.warning("reconcile incomplete, retried on the next event: %s", exc)
             self.unit.status = ops.WaitingStatus(f"Kubernetes API: {exc}; retrying")
 
-    def _apply(self, config: ModelConfig) -> None:
-        objects = render(self.app.name, self.namespace, _options(config))
+    def _gateway(self, config: ModelConfig) -> gateway.Gateway:
+        """The `gateway` option, else what istio-pilot publishes on gateway-info."""
+        remote = [dict(r.data[r.app]) for r in self.model.relations[gateway.RELATION] if r.app is not None]
+        return gateway.resolve(self.app.name, config.gateway, remote)
+
+    def _apply(self, config: ModelConfig, gw: gateway.Gateway) -> None:
+        objects = render(self.app.name, self.namespace, {**_options(config), "gateway": gw.ref})
         if config.uses_s3:
             objects.insert(0, self._s3_secret(config))
         for obj in objects:
@@ -112,17 +126,17 @@ class OnnxModelCharm(ops.CharmBase):
                 log.info("pruning %s %s, no longer rendered", kind, name)
                 self.cluster.delete(api_version, kind, name, self.namespace)
 
-    def _report(self, config: ModelConfig) -> list[dict]:
+    def _report(self, config: ModelConfig, gw: gateway.Gateway) -> list[dict]:
         """Set the status from what the cluster serves; return the model pods (for the scrape targets)."""
         name = config.model_name or self.app.name
         sdep = self.cluster.get("machinelearning.seldon.io/v1", "SeldonDeployment", name, self.namespace)
         pods = self.cluster.pods(self.namespace, {"seldon-deployment-id": name, "seldon-app": f"{name}-{PREDICTOR}"})
         serving = assess(name, config.effective_sha256, sdep, pods)
-        gateway_namespace, gateway_name = config.gateway.split("/")
-        if self.cluster.get(ISTIO_API, "Gateway", gateway_name, gateway_namespace) is None:
-            serving = gateway_missing(config.gateway, self.namespace)
-        self.unit.status = STATUS[serving.kind](serving.message)
-        if serving.kind == "active":
+        kind, message = serving.kind, serving.message
+        if self.cluster.get(ISTIO_API, "Gateway", gw.name, gw.namespace) is None:
+            kind, message = gateway.missing(gw, self.app.name)
+        self.unit.status = STATUS[kind](message)
+        if kind == "active":
             self.unit.set_workload_version(config.effective_sha256[:12])
         return pods
 
