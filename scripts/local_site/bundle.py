@@ -18,6 +18,10 @@ from .venvs import ROOT
 
 CHARMCRAFT = ROOT / "charms" / "onnx-model" / "charmcraft.yaml"
 CHARM_NAME = "onnx-model"
+GATEWAY_ENDPOINT = "gateway-info"
+# istio-pilot's `default-gateway` default: the Gateway it creates and names on gateway-info
+# (canonical/istio-operators track/1.17, charms/istio-pilot/config.yaml, src/charm.py _gateway_name).
+ISTIO_PILOT_DEFAULT_GATEWAY = "istio-gateway"
 
 
 class BundleError(ValueError):
@@ -30,6 +34,9 @@ class ModelApp:
 
     name: str
     options: dict[str, Any]
+    # The Gateway name istio-pilot would publish to this application over gateway-info, if the
+    # bundle relates them (istio-pilot puts it in its own model's namespace).
+    istio_gateway: str | None = None
 
 
 def option_types() -> dict[str, str]:
@@ -62,7 +69,22 @@ def load(bundle: Path, overlays: list[Path] = (), sets: list[str | dict[str, str
             if option not in types:
                 raise BundleError(f"application {app}: {option}: is not an option of the onnx-model charm")
             opts[option] = coerce(app, option, value, types[option])
-    return [ModelApp(name, options[name]) for name in sorted(options)]
+    return [ModelApp(name, options[name], related_gateway(merged, name)) for name in sorted(options)]
+
+
+def related_gateway(bundle: dict[str, Any], app: str) -> str | None:
+    """The Gateway name of the istio-pilot related to ``app:gateway-info``, as Juju would relate it."""
+    apps = bundle.get("applications") or {}
+    for relation in bundle.get("relations") or []:
+        ends = [str(end).partition(":") for end in relation]
+        names = {name: endpoint for name, _, endpoint in ends}
+        if names.get(app) not in (GATEWAY_ENDPOINT, ""):
+            continue
+        for other, endpoint in names.items():
+            spec = apps.get(other) or {}
+            if other != app and spec.get("charm") == "istio-pilot" and endpoint in (GATEWAY_ENDPOINT, ""):
+                return str((spec.get("options") or {}).get("default-gateway", ISTIO_PILOT_DEFAULT_GATEWAY))
+    return None
 
 
 CANARY_OPTIONS = ("canary-model-uri", "canary-model-sha256", "canary-weight")

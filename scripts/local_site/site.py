@@ -27,9 +27,11 @@ from .translate import ServerSpec, Untranslatable, cluster_name, envoy_routes, s
 from .venvs import ROOT
 
 sys.path.insert(0, str(ROOT / "charms" / "onnx-model" / "src"))
-from manifests import CANARY_SUFFIX, EXECUTOR_PORT, prefix, render  # noqa: E402
+import gateway  # noqa: E402
 
-NAMESPACE = "kubeflow"  # the Juju model (and namespace) a real site runs in
+from manifests import CANARY_SUFFIX, SERVICE_PORT, prefix, render  # noqa: E402
+
+NAMESPACE = "edge"  # the Juju model (and namespace) the site imitates: any name works
 MODELS_DIR = ROOT / "models"
 SAMPLE = ROOT / "tests" / "data" / "metal-tags" / "images" / "image-2020-04-22-10-51-51-85-cropped-right-bottom.jpg"
 DRAIN_SECONDS = 2.0  # after Envoy switched, in-flight requests on the old server finish
@@ -56,6 +58,18 @@ class Desired:
 class Running:
     desired: Desired
     server: ServerProcess
+
+
+def route_gateway(app: bundle_mod.ModelApp) -> str:
+    """As the charm decides it: the gateway option, else the Gateway the related istio-pilot names.
+
+    A bundle that relates neither fails here as the real site would stay blocked.
+    """
+    published = [{gateway.NAME_KEY: app.istio_gateway, gateway.NAMESPACE_KEY: NAMESPACE}] if app.istio_gateway else []
+    try:
+        return gateway.resolve(app.name, app.options.get("gateway", ""), published).ref
+    except gateway.NoGateway as exc:
+        raise SiteError(f"application {app.name}: {exc.message}") from None
 
 
 def state_dir(port: int) -> Path:
@@ -86,7 +100,8 @@ class Site:
         sets = json.loads(self.sets_file.read_text())
         out = {}
         for app in bundle_mod.load(self.bundle, self.overlays, sets):
-            *sdeps, vs = render(app.name, NAMESPACE, app.options, canary_ready=True)
+            options = {**app.options, "gateway": route_gateway(app)}
+            *sdeps, vs = render(app.name, NAMESPACE, options, canary_ready=True)
             for i, sdep in enumerate(sdeps):
                 canary = i > 0  # render(): [stable, canary]
                 key = app.name + CANARY_SUFFIX if canary else app.name
@@ -95,7 +110,7 @@ class Site:
                     server_spec(sdep, MODELS_DIR),
                     vs,
                     app=app.name,
-                    options=tuple(sorted(app.options.items())),
+                    options=tuple(sorted(options.items())),
                     canary=canary,
                 )
         if not out:
@@ -142,7 +157,7 @@ class Site:
             self._announce(app)
 
     def _route(self) -> None:
-        served = {(r.desired.spec.service_host, EXECUTOR_PORT): r.server.http_port for r in self.running.values()}
+        served = {(r.desired.spec.service_host, SERVICE_PORT): r.server.http_port for r in self.running.values()}
         routes = envoy_routes(self._virtual_services(), set(served))
         clusters = {cluster_name(host, port): local for (host, port), local in served.items()}
         self.envoy.apply(self.host, self.port, routes, clusters)
@@ -162,7 +177,7 @@ class Site:
             want = self.desired()
             envoy_routes(
                 [d.virtual_service for d in want.values()],
-                {(d.spec.service_host, EXECUTOR_PORT) for d in want.values()},
+                {(d.spec.service_host, SERVICE_PORT) for d in want.values()},
             )
         except (bundle_mod.BundleError, Untranslatable, ValueError, SiteError) as exc:
             log.error("reload refused, nothing changed: %s", exc)
@@ -276,8 +291,8 @@ def send_reload(args: argparse.Namespace) -> int:
     try:  # checked here, so a change the site would refuse is never recorded
         started = json.loads((directory / "bundle.json").read_text())
         for app in bundle_mod.load(Path(started["bundle"]), [Path(o) for o in started["overlays"]], sets):
-            render(app.name, NAMESPACE, app.options)
-    except (bundle_mod.BundleError, ValueError) as exc:
+            render(app.name, NAMESPACE, {**app.options, "gateway": route_gateway(app)})
+    except (bundle_mod.BundleError, SiteError, ValueError) as exc:
         print(f"local-site: reload refused, nothing changed: {exc}", file=sys.stderr)
         return 2
     sets_file.write_text(json.dumps(sets))

@@ -164,9 +164,9 @@ def envoy_rows(
     sys.path.insert(0, str(ROOT / "charms" / "onnx-model" / "src"))
     from local_site.model_server import free_port
     from local_site.translate import cluster_name, envoy_routes, server_spec
-    from manifests import render
+    from manifests import SERVICE_PORT, render
 
-    sdep, vs = render("scratch", "kubeflow", {})
+    sdep, vs = render("scratch", "edge", {"gateway": "edge/istio-gateway"})
     spec = server_spec(sdep, ROOT / "models")
     state = logs / f"envoy-{name}"
     state.mkdir(parents=True, exist_ok=True)
@@ -175,8 +175,8 @@ def envoy_rows(
     envoy.apply(
         "127.0.0.1",
         port,
-        envoy_routes([vs], {(spec.service_host, 8000)}),
-        {cluster_name(spec.service_host, 8000): server.http_port},
+        envoy_routes([vs], {(spec.service_host, SERVICE_PORT)}),
+        {cluster_name(spec.service_host, SERVICE_PORT): server.http_port},
     )
     out = []
     try:

@@ -49,7 +49,11 @@ def second_model_overlay(tmp_path: Path) -> Path:
     overlay = tmp_path / "second.yaml"
     overlay.write_text(
         yaml.safe_dump(
-            {"applications": {"dents": {"charm": "./build/onnx-model.charm", "options": {"model-name": "dents"}}}}
+            {
+                "applications": {"dents": {"charm": "./build/onnx-model.charm", "options": {"model-name": "dents"}}},
+                # As on a real site: the route's gateway comes from istio-pilot (the site refuses without).
+                "relations": [["dents:gateway-info", "istio-pilot:gateway-info"]],
+            }
         )
     )
     return overlay

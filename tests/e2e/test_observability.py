@@ -60,7 +60,7 @@ def test_every_server_series_a_query_reads_is_exported_with_its_labels(scraped, 
     series, _ = scraped
     for name in metric_names(expr):
         if not name.startswith(SERVER_PREFIX):
-            continue  # `up` comes from Prometheus, seldon_api_executor_* from Seldon's executor
+            continue  # `up` comes from Prometheus
         assert name in series, f"{where}: the server exports no {name}"
         exported = set().union(*(labels.keys() for labels in series[name]))
         for group in by_clauses(expr):

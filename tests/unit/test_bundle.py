@@ -36,7 +36,7 @@ CHARMHUB = {
     },
     "seldon-core": {
         "channel": "1.17/stable",
-        "endpoints": {"metrics-endpoint", "grafana-dashboard"},
+        "endpoints": {"metrics-endpoint", "grafana-dashboard", "gateway-info"},
         "options": {"executor-container-image-and-version"},
     },
     "dex-auth": {
@@ -163,8 +163,21 @@ def test_the_gateway_is_a_nodeport_ingress_named_kubeflow_gateway():
     assert apps["istio-pilot"]["options"]["default-gateway"] == "kubeflow-gateway"
     assert apps["istio-ingressgateway"]["options"] == {"kind": "ingress", "gateway_service_type": "NodePort"}
     assert ["istio-pilot:istio-pilot", "istio-ingressgateway:istio-pilot"] in BUNDLE["relations"]
-    # The charm's default gateway is <juju model>/kubeflow-gateway: the model must be `kubeflow`.
-    assert CHARMCRAFT["config"]["options"]["gateway"]["default"] == "kubeflow/kubeflow-gateway"
+    # No model name is assumed: the charm takes the gateway from the relation unless told.
+    assert CHARMCRAFT["config"]["options"]["gateway"]["default"] == ""
+    assert CHARMCRAFT["requires"]["gateway-info"]["interface"] == "istio-gateway-info"
+
+
+@pytest.mark.parametrize("overlay", CASES, ids=IDS)
+def test_every_model_learns_its_gateway_from_istio_pilot(overlay):
+    """Without gateway-info (or the gateway option) the charm stays blocked and serves nothing."""
+    bundle = merged(overlay)
+    relations = {frozenset(r) for r in bundle["relations"]}
+    for name, app in bundle["applications"].items():
+        if site_bundle.is_ours(app) and not (app.get("options") or {}).get("gateway"):
+            assert frozenset({f"{name}:gateway-info", "istio-pilot:gateway-info"}) in relations, name
+    # Related, the seldon-core charm turns on Seldon's own Istio VirtualServices (ISTIO_ENABLED).
+    assert not any("seldon-controller-manager:gateway-info" in r for r in relations)
 
 
 @pytest.mark.parametrize("overlay", CASES, ids=IDS)

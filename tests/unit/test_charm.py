@@ -14,12 +14,14 @@ from ops import testing
 
 from charm import OnnxModelCharm
 from model_config import DEFAULT_MODEL_SHA256
-from support.charm_harness import APP, NS, SHA1, SHA2, V1, V2
+from support.charm_harness import APP, NS, SHA1, SHA2, V1, V2, gateway_info
 from support.fake_k8s import FakeCluster, Timeout, api_error
 
 
 def state(config: dict | None = None, leader: bool = True, **kw) -> testing.State:
-    return testing.State(leader=leader, config=config or {}, model=testing.Model(name=NS), **kw)
+    """The bundle's shape: related to istio-pilot's gateway-info (tests/unit/test_charm_gateway.py: without)."""
+    relations = {gateway_info(), *kw.pop("relations", ())}
+    return testing.State(leader=leader, config=config or {}, model=testing.Model(name=NS), relations=relations, **kw)
 
 
 def sdep_params(k8s: FakeCluster, name: str = APP) -> dict:
@@ -156,6 +158,9 @@ def test_terminating_pods_do_not_count_as_serving(ctx, k8s):
         ({"memory": "lots"}, "memory"),
         ({"server-image": "not an image"}, "server-image"),
         ({"gateway": "no-namespace"}, "gateway"),
+        ({"cpu-request": "2", "cpu": "1"}, "cpu-request"),
+        ({"memory-request": "2Gi"}, "memory-request"),
+        ({"memory-request": "lots"}, "memory-request"),
         ({"s3-endpoint": "ftp://x"}, "s3-endpoint"),
         ({"model-version": "has space", **V1}, "model-version"),
     ],
@@ -229,22 +234,6 @@ def test_missing_seldon_crd_says_what_to_deploy(ctx, k8s):
     out = ctx.run(ctx.on.install(), state())
     assert out.unit_status.name == "waiting"
     assert "deploy seldon-core first" in out.unit_status.message
-
-
-def test_a_model_not_named_kubeflow_blocks_saying_so(ctx, k8s):
-    """istio-pilot makes its gateway in its own model; elsewhere the route would lead nowhere."""
-    k8s.existing.clear()  # the gateway lives in `edge`, not in `kubeflow`
-    k8s.existing[("Gateway", "edge", "kubeflow-gateway")] = {"kind": "Gateway"}
-    out = ctx.run(ctx.on.install(), testing.State(leader=True, model=testing.Model(name="edge")))
-    assert out.unit_status == testing.BlockedStatus(
-        "Istio gateway kubeflow/kubeflow-gateway not found: deploy into a Juju model named kubeflow "
-        "(this one is edge) or set gateway=<namespace>/<gateway>"
-    )
-    out = ctx.run(
-        ctx.on.config_changed(),
-        testing.State(leader=True, config={"gateway": "edge/kubeflow-gateway"}, model=testing.Model(name="edge")),
-    )
-    assert "gateway" not in out.unit_status.message
 
 
 def test_serving_but_no_gateway_yet_waits_for_istio(ctx, k8s):

@@ -18,7 +18,7 @@ from ops import testing
 
 from capacity import Amount, quantity, room
 from support import pods
-from support.charm_harness import APP, NS, SHA1, SHA2, V1, V2
+from support.charm_harness import APP, NS, SHA1, SHA2, V1, V2, gateway_info
 from support.fake_k8s import FakeCluster, api_error
 
 TAMPERED = (
@@ -31,7 +31,8 @@ TAMPERED = (
 
 
 def state(config: dict, leader: bool = True) -> testing.State:
-    return testing.State(leader=leader, config=config, model=testing.Model(name=NS))
+    """The bundle's shape: related to istio-pilot's gateway-info."""
+    return testing.State(leader=leader, config=config, model=testing.Model(name=NS), relations={gateway_info()})
 
 
 def rolled(ctx: testing.Context, k8s: FakeCluster, config: dict) -> None:

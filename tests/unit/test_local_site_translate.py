@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from manifests import EXECUTOR_PORT, render
+from manifests import SERVICE_PORT, render
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -27,9 +27,9 @@ SHA = "b" * 64
 
 
 def vs_and_served(config: dict | None = None, name: str = "scratch"):
-    sdep, vs = render(name, "kubeflow", config or {})
+    sdep, vs = render(name, "kubeflow", {"gateway": "kubeflow/istio-gateway", **(config or {})})
     spec = server_spec(sdep, ROOT / "models")
-    return vs, {(spec.service_host, 8000)}, spec
+    return vs, {(spec.service_host, SERVICE_PORT)}, spec
 
 
 def test_virtualservice_becomes_a_prefix_route_with_rewrite_timeout_and_retries():
@@ -37,7 +37,7 @@ def test_virtualservice_becomes_a_prefix_route_with_rewrite_timeout_and_retries(
     (route,) = envoy_routes([vs], served)
     assert route["match"] == {"prefix": "/model/scratch/"}
     assert route["route"]["prefix_rewrite"] == "/"
-    assert route["route"]["cluster"] == cluster_name(spec.service_host, 8000)
+    assert route["route"]["cluster"] == cluster_name(spec.service_host, SERVICE_PORT)
     assert route["route"]["timeout"] == "30.000s"
     assert route["route"]["retry_policy"] == {
         "retry_on": "connect-failure,refused-stream,reset,unavailable",
@@ -48,14 +48,14 @@ def test_virtualservice_becomes_a_prefix_route_with_rewrite_timeout_and_retries(
 
 def test_weighted_destinations_become_weighted_clusters():
     vs, served, spec = vs_and_served()
-    other = ("canary-default.kubeflow.svc.cluster.local", 8000)
+    other = ("canary-default.kubeflow.svc.cluster.local", SERVICE_PORT)
     vs["spec"]["http"][0]["route"] = [
-        {"destination": {"host": spec.service_host, "port": {"number": 8000}}, "weight": 90},
-        {"destination": {"host": other[0], "port": {"number": 8000}}, "weight": 10},
+        {"destination": {"host": spec.service_host, "port": {"number": SERVICE_PORT}}, "weight": 90},
+        {"destination": {"host": other[0], "port": {"number": SERVICE_PORT}}, "weight": 10},
     ]
     (route,) = envoy_routes([vs], served | {other})
     assert route["route"]["weighted_clusters"]["clusters"] == [
-        {"name": cluster_name(spec.service_host, 8000), "weight": 90},
+        {"name": cluster_name(spec.service_host, SERVICE_PORT), "weight": 90},
         {"name": cluster_name(*other), "weight": 10},
     ]
 
@@ -205,13 +205,15 @@ def test_a_canary_is_a_second_server_and_a_weighted_envoy_route(tmp_path):
     base = write(tmp_path / "b.yaml", {"applications": {"a": {"charm": "onnx-model"}}})
     (app,) = bundle.load(base, sets=CANARY_SETS)
     assert app.options["canary-weight"] == 30  # typed as the charm's int option
-    stable, canary, vs = render("a", "kubeflow", app.options, canary_ready=True)
+    stable, canary, vs = render(
+        "a", "kubeflow", {**app.options, "gateway": "kubeflow/kubeflow-gateway"}, canary_ready=True
+    )
     specs = [server_spec(stable, tmp_path), server_spec(canary, tmp_path)]
     assert [s.params["model_sha256"] for s in specs] == ["1" * 64, "2" * 64]
-    (r,) = envoy_routes([vs], {(s.service_host, EXECUTOR_PORT) for s in specs})
+    (r,) = envoy_routes([vs], {(s.service_host, SERVICE_PORT) for s in specs})
     assert r["route"]["weighted_clusters"]["clusters"] == [
-        {"name": cluster_name(specs[0].service_host, EXECUTOR_PORT), "weight": 70},
-        {"name": cluster_name(specs[1].service_host, EXECUTOR_PORT), "weight": 30},
+        {"name": cluster_name(specs[0].service_host, SERVICE_PORT), "weight": 70},
+        {"name": cluster_name(specs[1].service_host, SERVICE_PORT), "weight": 30},
     ]
 
 
@@ -244,3 +246,27 @@ def test_promote_without_a_canary_is_a_clear_error(tmp_path):
         bundle.load(base, sets=[{"promote": "a"}])
     with pytest.raises(bundle.BundleError, match="no onnx-model application 'b'"):
         bundle.load(base, sets=[{"abort": "b"}])
+
+
+# --- the gateway, as the charm takes it from istio-pilot's gateway-info -------------------------
+
+
+def test_the_bundle_relates_every_model_to_istio_pilots_gateway():
+    apps = bundle.load(ROOT / "bundle.yaml", [ROOT / "overlays" / "second-model.yaml"])
+    assert {a.name: a.istio_gateway for a in apps} == {
+        "scratch": "kubeflow-gateway",
+        "scratch-int8": "kubeflow-gateway",
+    }
+
+
+def test_a_model_without_gateway_info_is_refused_with_the_charms_words(tmp_path):
+    from local_site.site import NAMESPACE, SiteError, route_gateway
+
+    overlay = tmp_path / "o.yaml"
+    overlay.write_text(yaml.safe_dump({"applications": {"other": {"charm": "./build/onnx-model.charm"}}}))
+    apps = {a.name: a for a in bundle.load(ROOT / "bundle.yaml", [overlay])}
+    assert route_gateway(apps["scratch"]) == f"{NAMESPACE}/kubeflow-gateway"
+    with pytest.raises(SiteError, match="juju integrate other istio-pilot:gateway-info"):
+        route_gateway(apps["other"])
+    explicit = bundle.ModelApp("other", {"gateway": "istio-system/edge"})
+    assert route_gateway(explicit) == "istio-system/edge"

@@ -8,17 +8,18 @@ from pathlib import Path
 import pytest
 import yaml
 
-from manifests import EXECUTOR_PORT, S3_KEYS, SHA_LABEL, render, route
+from manifests import NO_ENGINE, S3_KEYS, SERVICE_PORT, SHA_LABEL, render, route
 from model_config import DEFAULT_MODEL_SHA256, DEFAULT_MODEL_URI
 from support.crd_schema import CrdViolation, validate
 
 ROOT = Path(__file__).resolve().parents[2]
 SHA = "a" * 64
 S3 = {"model-uri": "s3://models/scratch/v2.onnx", "model-sha256": SHA}
+GW = {"gateway": "kubeflow/kubeflow-gateway"}  # what the charm passes: the option or gateway-info's
 
 
 def sdep_and_vs(config: dict, name: str = "scratch", ns: str = "kubeflow"):
-    sdep, vs = render(name, ns, config)
+    sdep, vs = render(name, ns, {**GW, **config})
     assert (sdep["kind"], vs["kind"]) == ("SeldonDeployment", "VirtualService")
     return sdep, vs
 
@@ -38,10 +39,11 @@ def params(sdep: dict) -> dict:
         {"model-uri": "https://models.example/scratch.onnx", "model-sha256": SHA, "replicas": 3},
         {**S3, "s3-endpoint": "http://minio.kubeflow:9000"},
         {"model-name": "dent", "cpu": "500m", "memory": "768Mi", "workers": 2, "input-size": 640},
+        {"cpu-request": "1", "memory-request": "1Gi"},
     ],
 )
 def test_every_rendered_object_fits_its_crd(config):
-    for obj in render("scratch", "kubeflow", config):
+    for obj in render("scratch", "kubeflow", {**GW, **config}):
         validate(obj)
 
 
@@ -98,16 +100,41 @@ def test_route_matches_only_its_own_prefix_and_rewrites_to_root():
     (route,) = vs["spec"]["http"]
     assert route["match"] == [{"uri": {"prefix": "/model/dent/"}}]
     assert route["rewrite"] == {"uri": "/"}
+    # Seldon's predictor Service <sdep>-<predictor>; without the executor it listens on the
+    # model's own http port (operator/controllers/seldondeployment_controller.go @ v1.17.1).
     assert route["route"][0]["destination"] == {
         "host": "dent-default.factory.svc.cluster.local",
-        "port": {"number": 8000},
+        "port": {"number": 9000},
     }
     assert vs["spec"]["gateways"] == ["kubeflow/kubeflow-gateway"]
 
 
-def test_gateway_is_configurable():
+def test_gateway_is_what_the_charm_passes():
     _, vs = sdep_and_vs({"gateway": "istio-system/edge"})
     assert vs["spec"]["gateways"] == ["istio-system/edge"]
+
+
+def test_no_gateway_is_an_error_naming_the_option_and_the_relation():
+    with pytest.raises(ValueError, match="^gateway: .*gateway-info"):
+        render("scratch", "kubeflow", {})
+
+
+def test_the_model_runs_without_seldons_executor():
+    """A single-node graph: Seldon v1.17.1 then adds no executor container and no executor requests."""
+    sdep, _ = sdep_and_vs({})
+    (predictor,) = sdep["spec"]["predictors"]
+    assert predictor["annotations"] == {NO_ENGINE: "true"}  # on the predictor: where Seldon reads it
+    assert "seldon.io/no-engine" not in sdep["spec"].get("annotations", {})
+    assert predictor["graph"]["children"] == []  # the webhook refuses no-engine on larger graphs
+    assert len(predictor["componentSpecs"][0]["spec"]["containers"]) == 1
+
+
+def test_the_container_declares_its_own_ports_and_the_probes_use_them():
+    """Seldon keeps declared http/grpc/metrics ports (defaults.go): no seldon-core charm option decides them."""
+    c = container(sdep_and_vs({})[0])
+    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"http": 9000, "grpc": 9500, "metrics": 6000}
+    for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+        assert c[probe]["httpGet"]["port"] == "http"
 
 
 def test_probes_make_ready_mean_verified_and_loaded():
@@ -118,8 +145,9 @@ def test_probes_make_ready_mean_verified_and_loaded():
 
 
 def test_resources_and_workers_come_from_config():
-    c = container(sdep_and_vs({"cpu": "2", "memory": "2Gi", "workers": 2, "replicas": 3})[0])
-    assert c["resources"] == {"requests": {"cpu": "2", "memory": "2Gi"}, "limits": {"cpu": "2", "memory": "2Gi"}}
+    config = {"cpu-request": "500m", "memory-request": "400Mi", "cpu": "2", "memory": "2Gi", "workers": 2}
+    c = container(sdep_and_vs(config)[0])
+    assert c["resources"] == {"requests": {"cpu": "500m", "memory": "400Mi"}, "limits": {"cpu": "2", "memory": "2Gi"}}
     env = {e["name"]: e.get("value") for e in c["env"]}
     assert env["GUNICORN_WORKERS"] == "2"
 
@@ -159,15 +187,15 @@ def test_pods_carry_the_model_digest_so_status_reports_what_serves():
 
 
 def test_objects_are_labelled_with_application_and_model():
-    for obj in render("scratch", "factory", {}):
+    for obj in render("scratch", "factory", GW):
         assert obj["metadata"]["labels"]["app.juju.is/created-by"] == "scratch"
         assert obj["metadata"]["labels"]["app.juju.is/model"] == "factory"
         assert obj["metadata"]["namespace"] == "factory"
 
 
 def test_render_is_deterministic_and_accepts_field_names():
-    assert render("a", "b", {"model_uri": "file:///x.onnx", "model_sha256": SHA}) == render(
-        "a", "b", {"model-uri": "file:///x.onnx", "model-sha256": SHA}
+    assert render("a", "b", {**GW, "model_uri": "file:///x.onnx", "model_sha256": SHA}) == render(
+        "a", "b", {**GW, "model-uri": "file:///x.onnx", "model-sha256": SHA}
     )
 
 
@@ -197,6 +225,10 @@ def test_render_is_deterministic_and_accepts_field_names():
         ({"cpu": "lots"}, "cpu"),
         ({"cpu": "0"}, "cpu"),
         ({"memory": "1 GB"}, "memory"),
+        ({"cpu-request": "1.5", "cpu": "1"}, "cpu-request"),
+        ({"cpu-request": "0m"}, "cpu-request"),
+        ({"memory-request": "2Gi"}, "memory-request"),
+        ({"memory-request": 256}, "memory-request"),
         ({"server-image": ""}, "server-image"),
         ({"gateway": "kubeflow-gateway"}, "gateway"),
         ({"s3-endpoint": "minio:9000"}, "s3-endpoint"),
@@ -212,13 +244,14 @@ def test_invalid_options_are_named_in_the_error(config, option):
 def test_long_application_name_needs_a_model_name():
     with pytest.raises(ValueError, match="^model-name: "):
         render("a" * 45, "kubeflow", {})
-    assert render("a" * 45, "kubeflow", {"model-name": "short"})[0]["metadata"]["name"] == "short"
+    assert render("a" * 45, "kubeflow", {**GW, "model-name": "short"})[0]["metadata"]["name"] == "short"
 
 
 # --- canary ----------------------------------------------------------------------------
 
 CANARY_SHA = "c" * 64
 CANARY = {
+    **GW,
     "model-uri": "https://m.example/v1.onnx",
     "model-sha256": SHA,
     "canary-model-uri": "https://m.example/v2.onnx",
@@ -252,7 +285,7 @@ def test_the_canary_is_its_own_seldondeployment_serving_its_own_file():
 
 def test_adding_a_canary_leaves_the_stable_pods_untouched():
     """The stable predictor must not change, or adding a canary would restart the stable pods."""
-    alone, _ = render("scratch", "kubeflow", {"model-uri": CANARY["model-uri"], "model-sha256": SHA})
+    alone, _ = render("scratch", "kubeflow", {**GW, "model-uri": CANARY["model-uri"], "model-sha256": SHA})
     with_canary = render("scratch", "kubeflow", CANARY, canary_ready=True)[0]
     assert with_canary == alone
     s3_canary = render("scratch", "kubeflow", {**CANARY, "canary-model-uri": "s3://b/v2.onnx"}, canary_ready=True)[0]
@@ -265,13 +298,13 @@ def test_a_ready_canary_gets_its_weight_of_the_route():
         "scratch-default.kubeflow.svc.cluster.local": 90,
         "scratch-canary-default.kubeflow.svc.cluster.local": 10,
     }
-    assert [r["destination"]["port"] for r in vs["spec"]["http"][0]["route"]] == [{"number": EXECUTOR_PORT}] * 2
+    assert [r["destination"]["port"] for r in vs["spec"]["http"][0]["route"]] == [{"number": SERVICE_PORT}] * 2
 
 
 def test_a_canary_that_is_not_ready_takes_no_request():
     vs = render("scratch", "kubeflow", CANARY, canary_ready=False)[-1]
     assert weights(vs) == {"scratch-default.kubeflow.svc.cluster.local": 100}
-    assert vs == render("scratch", "kubeflow", {"model-uri": CANARY["model-uri"], "model-sha256": SHA})[-1]
+    assert vs == render("scratch", "kubeflow", {**GW, "model-uri": CANARY["model-uri"], "model-sha256": SHA})[-1]
 
 
 @pytest.mark.parametrize(
@@ -293,7 +326,7 @@ def test_the_canary_follows_the_model_name():
 
 
 def test_no_canary_renders_exactly_two_objects():
-    assert [o["kind"] for o in render("scratch", "kubeflow", {}, canary_ready=True)] == [
+    assert [o["kind"] for o in render("scratch", "kubeflow", GW, canary_ready=True)] == [
         "SeldonDeployment",
         "VirtualService",
     ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 
+import gateway
 import ops
 
 import capacity
@@ -34,7 +35,6 @@ from serving_status import (
     Serving,
     assess,
     canary_is_ready,
-    gateway_missing,
     is_unschedulable,
     pods_to_ask,
     routed_weight,
@@ -65,6 +65,8 @@ class OnnxModelCharm(ops.CharmBase):
             self.on.secret_changed,
             self.on.metrics_endpoint_relation_joined,
             self.on.grafana_dashboard_relation_joined,
+            self.on[gateway.RELATION].relation_changed,
+            self.on[gateway.RELATION].relation_broken,
         ):
             framework.observe(event, self._reconcile)
         framework.observe(self.on.remove, self._on_remove)
@@ -76,9 +78,15 @@ class OnnxModelCharm(ops.CharmBase):
     def _reconcile(self, _: ops.EventBase) -> None:
         config = self.load_config(ModelConfig, errors="blocked")
         try:
+            gw = self._gateway(config)
+        except gateway.NoGateway as exc:
+            # Nothing is applied without a route; a model already serving keeps serving.
+            self.unit.status = STATUS[exc.kind](exc.message)
+            return
+        try:
             if self.unit.is_leader():
-                self._apply(config)
-            pods = self._report(config)
+                self._apply(config, gw)
+            pods = self._report(config, gw)
             if self.unit.is_leader():
                 self._publish_observability(pods)
         except TrustRequired:
@@ -92,11 +100,16 @@ class OnnxModelCharm(ops.CharmBase):
             log.warning("reconcile incomplete, retried on the next event: %s", exc)
             self.unit.status = ops.WaitingStatus(f"Kubernetes API: {exc}; retrying")
 
-    def _apply(self, config: ModelConfig) -> None:
+    def _gateway(self, config: ModelConfig) -> gateway.Gateway:
+        """The `gateway` option, else what istio-pilot publishes on gateway-info."""
+        remote = [dict(r.data[r.app]) for r in self.model.relations[gateway.RELATION] if r.app is not None]
+        return gateway.resolve(self.app.name, config.gateway, remote)
+
+    def _apply(self, config: ModelConfig, gw: gateway.Gateway) -> None:
         # The canary gets its weight once its pods are Ready (they verified its sha256): this
         # reconcile looks, so the first one after they are (update-status at the latest) routes it.
         ready = config.has_canary and canary_is_ready(config.canary_model_sha256, self._canary_pods(config))
-        objects = render(self.app.name, self.namespace, _options(config), canary_ready=ready)
+        objects = render(self.app.name, self.namespace, {**_options(config), "gateway": gw.ref}, canary_ready=ready)
         if config.any_s3:
             objects.insert(0, self._s3_secret(config))
         keep = {(o["kind"], o["metadata"]["name"]) for o in objects} | self._still_routed(config)
@@ -156,7 +169,7 @@ class OnnxModelCharm(ops.CharmBase):
                 log.info("pruning %s %s, no longer rendered", kind, name)
                 self.cluster.delete(api_version, kind, name, self.namespace)
 
-    def _report(self, config: ModelConfig) -> list[dict]:
+    def _report(self, config: ModelConfig, gw: gateway.Gateway) -> list[dict]:
         """Set the status from what the cluster serves; return the model pods (for the scrape targets)."""
         name = config.model_name or self.app.name
         sdep = self.cluster.get("machinelearning.seldon.io/v1", "SeldonDeployment", name, self.namespace)
@@ -165,11 +178,11 @@ class OnnxModelCharm(ops.CharmBase):
         if config.has_canary:
             serving, canary_pods = self._with_canary(config, name, serving)
             pods = pods + canary_pods
-        gateway_namespace, gateway_name = config.gateway.split("/")
-        if self.cluster.get(ISTIO_API, "Gateway", gateway_name, gateway_namespace) is None:
-            serving = gateway_missing(config.gateway, self.namespace)
-        self.unit.status = STATUS[serving.kind](serving.message)
-        if serving.kind == "active":
+        kind, message = serving.kind, serving.message
+        if self.cluster.get(ISTIO_API, "Gateway", gw.name, gw.namespace) is None:
+            kind, message = gateway.missing(gw, self.app.name)
+        self.unit.status = STATUS[kind](message)
+        if kind == "active":
             self.unit.set_workload_version(config.effective_sha256[:12])
         return pods
 

@@ -15,8 +15,24 @@ SELDON_API = "machinelearning.seldon.io/v1"
 ISTIO_API = "networking.istio.io/v1beta1"  # what Istio 1.17 (istio-pilot 1.17/stable) serves
 PREDICTOR = "default"
 CONTAINER = "model"
-MODEL_PORT = 9000  # the wrapper's REST port inside the pod
-EXECUTOR_PORT = 8000  # the Seldon executor Service port
+# The model container's ports, declared in render() so that nothing depends on the seldon-core
+# charm's predictive-unit-*-port options. Seldon Core v1.17.1 keeps declared ones: its defaulting
+# webhook takes a container port named "http"/"grpc" as the unit's endpoint ports
+# (operator/apis/machinelearning.seldon.io/v1/defaults.go, setContainerPredictiveUnitDefaults),
+# adds a "metrics" port only where none exists (addMetricsPortAndIncrement), and the controller
+# then sets PREDICTIVE_UNIT_HTTP_SERVICE_PORT etc. from them (operator/controllers/
+# seldondeployment_controller.go, createContainerService). The wrapper serves REST, gRPC and
+# /prometheus on them (python/seldon_core/microservice.py).
+MODEL_PORT = 9000  # REST: /api/v0.1/predictions, /predict, /health/*
+GRPC_PORT = 9500
+METRICS_PORT = 6000
+# Without the executor (seldon.io/no-engine), Seldon v1.17.1 still creates the predictor Service
+# <sdep>-<predictor>, but on the model's own ports: createComponents() passes the container
+# Service's ports (pu.Endpoint.HttpPort = 9000, GrpcPort) to createPredictorService, selecting
+# the model pods by seldon-app=<sdep>-<predictor> (operator/controllers/
+# seldondeployment_controller.go @ v1.17.1). The VirtualService routes there.
+SERVICE_PORT = MODEL_PORT
+NO_ENGINE = "seldon.io/no-engine"
 SHA_LABEL = "onnx-model.juju.is/model-sha256"
 APP_LABEL = "app.juju.is/created-by"
 MODEL_LABEL = "app.juju.is/model"
@@ -109,6 +125,13 @@ def predictor(app: str, model_name: str, cfg: ModelConfig, meta_labels: dict[str
     sha = cfg.effective_sha256
     return {
         "name": PREDICTOR,
+        # A single-node graph needs no executor: Gateway -> Service -> the wrapper,
+        # which serves the same /api/v0.1/predictions path itself. Saves the executor
+        # container's requests in every pod (seldon-core charm: 500m / 512Mi) and one
+        # proxy hop. Seldon reads it from the predictor's annotations only
+        # (controllers/seldondeployment_controller.go, webhook ValidateSeldonDeployment
+        # refuses it on multi-node graphs; doc/source/graph/svcorch.md, v1.17.1).
+        "annotations": {NO_ENGINE: "true"},
         "replicas": cfg.replicas,
         "labels": {**meta_labels, SHA_LABEL: sha[:16]},
         "componentSpecs": [{"spec": _pod_spec(app, model_name, cfg)}],
@@ -151,7 +174,8 @@ def _pod_spec(app: str, model_name: str, cfg: ModelConfig) -> dict[str, Any]:
         ]
         if cfg.s3_endpoint:
             env.append({"name": "S3_ENDPOINT_URL", "value": cfg.s3_endpoint})
-    resources = {"cpu": cfg.cpu, "memory": cfg.memory}
+    requests = {"cpu": cfg.cpu_request, "memory": cfg.memory_request}
+    limits = {"cpu": cfg.cpu, "memory": cfg.memory}
     return {
         "securityContext": {
             "runAsNonRoot": True,
@@ -167,7 +191,14 @@ def _pod_spec(app: str, model_name: str, cfg: ModelConfig) -> dict[str, Any]:
                 "image": cfg.server_image,
                 "imagePullPolicy": "IfNotPresent",
                 "env": env,
-                "resources": {"requests": dict(resources), "limits": dict(resources)},
+                "ports": [
+                    {"name": "http", "containerPort": MODEL_PORT, "protocol": "TCP"},
+                    {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
+                    {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
+                ],
+                # Requests: what the scheduler reserves (measured use, see README "Sizing");
+                # limits: what a busy pod may burst to.
+                "resources": {"requests": requests, "limits": limits},
                 # Ready = verified, loaded and warmed up (DefectModel.health_status).
                 "readinessProbe": _http_probe("/health/status", period=5, failures=3),
                 # Alive = the wrapper answers; a model that is refused stays alive and unready.
@@ -190,7 +221,7 @@ def _pod_spec(app: str, model_name: str, cfg: ModelConfig) -> dict[str, Any]:
 
 def _http_probe(path: str, period: int, failures: int) -> dict[str, Any]:
     return {
-        "httpGet": {"path": path, "port": MODEL_PORT, "scheme": "HTTP"},
+        "httpGet": {"path": path, "port": "http", "scheme": "HTTP"},
         "periodSeconds": period,
         "timeoutSeconds": 3,
         "failureThreshold": failures,
@@ -206,6 +237,11 @@ def virtual_service(
     destinations: list[tuple[str, int]] | None = None,
 ) -> dict[str, Any]:
     """The route of /model/<name>/; ``destinations``: (Service host, weight), default the stable one."""
+    if not cfg.gateway:
+        raise ValueError(
+            "gateway: no Istio gateway to bind the route to: relate gateway-info to istio-pilot "
+            "or set gateway=<namespace>/<name>"
+        )
     destinations = destinations or [(service_host(model_name, namespace), 100)]
     return {
         "apiVersion": ISTIO_API,
@@ -243,5 +279,5 @@ def route(destinations: list[tuple[str, int]]) -> list[dict[str, Any]]:
     if sum(weight for _, weight in kept) != 100:
         raise ValueError(f"route weights must add up to 100, got {destinations}")
     return [
-        {"destination": {"host": host, "port": {"number": EXECUTOR_PORT}}, "weight": weight} for host, weight in kept
+        {"destination": {"host": host, "port": {"number": SERVICE_PORT}}, "weight": weight} for host, weight in kept
     ]

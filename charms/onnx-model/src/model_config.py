@@ -15,12 +15,14 @@ from urllib.parse import urlparse
 # The scratch detector that the server image carries; see models/scratch-detector/model.yaml.
 DEFAULT_MODEL_URI = "file:///opt/models/scratch-detector/model-int8.onnx"
 DEFAULT_MODEL_SHA256 = "baa543e349180fefccf3ac998925212d2f76f2edcee80940802d29cbb4bdfea3"
-DEFAULT_SERVER_IMAGE = "ghcr.io/edge-mlops/defect-server:0.1.0"
+DEFAULT_SERVER_IMAGE = "localhost/defect-server:0.2.0"
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _CPU = re.compile(r"^([0-9]+(\.[0-9]{1,3})?|[0-9]+m)$")
-_MEMORY = re.compile(r"^[0-9]+(Ki|Mi|Gi|Ti|k|M|G|T)?$")
+_MEMORY = re.compile(r"^([0-9]+)(Ki|Mi|Gi|Ti|k|M|G|T)?$")
+_MEMORY_UNITS = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+_MEMORY_UNITS.update({"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40})
 _IMAGE = re.compile(r"^[a-z0-9][a-z0-9._/:@-]*[a-zA-Z0-9_.-]*$")
 _VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 MODEL_NAME_MAX = 40  # Seldon derives longer names (<sdep>-default-0-model-...) from it
@@ -45,9 +47,13 @@ class ModelConfig:
     iou_threshold: float = 0.45
     input_size: int = 0
     max_image_pixels: int = 25_000_000
+    # Requests: what the scheduler reserves per pod, sized to measured use (README: "Sizing").
+    cpu_request: str = "250m"
+    memory_request: str = "320Mi"
+    # Limits: what one pod may use when busy.
     cpu: str = "1"
     memory: str = "1Gi"
-    gateway: str = "kubeflow/kubeflow-gateway"
+    gateway: str = ""  # empty: the one istio-pilot names on the gateway-info relation
     s3_endpoint: str = ""
     s3_credentials: Any = None  # ops.Secret in the charm; never rendered
     # A second model answering a share of the requests; canary-weight has no default, so
@@ -109,16 +115,24 @@ class ModelConfig:
                 raise _invalid("input-size", "must be 0 (from the model) or a multiple of 32")
 
     def _check_resources(self) -> None:
-        if not _CPU.match(self.cpu) or float(self.cpu.rstrip("m") or 0) <= 0:
-            raise _invalid("cpu", f"{self.cpu!r} is not a CPU quantity such as 1, 0.5 or 500m")
-        if not _MEMORY.match(self.memory) or int(re.sub(r"\D", "", self.memory)) <= 0:
-            raise _invalid("memory", f"{self.memory!r} is not a memory quantity such as 512Mi or 1Gi")
+        for option, value in (("cpu-request", self.cpu_request), ("cpu", self.cpu)):
+            if not isinstance(value, str) or not _CPU.match(value) or cpu_millis(value) <= 0:
+                raise _invalid(option, f"{value!r} is not a CPU quantity such as 1, 0.5 or 500m")
+        for option, value in (("memory-request", self.memory_request), ("memory", self.memory)):
+            if not isinstance(value, str) or not _MEMORY.match(value) or memory_bytes(value) <= 0:
+                raise _invalid(option, f"{value!r} is not a memory quantity such as 512Mi or 1Gi")
+        # The API server refuses a request above its limit (k8s apis/core/validation:
+        # "must be less than or equal to cpu limit"); say so before the pod is ever made.
+        if cpu_millis(self.cpu_request) > cpu_millis(self.cpu):
+            raise _invalid("cpu-request", f"{self.cpu_request} is more than the limit cpu={self.cpu}")
+        if memory_bytes(self.memory_request) > memory_bytes(self.memory):
+            raise _invalid("memory-request", f"{self.memory_request} is more than the limit memory={self.memory}")
         if not self.server_image or not _IMAGE.match(self.server_image):
             raise _invalid("server-image", f"{self.server_image!r} is not an image reference")
 
     def _check_routing(self) -> None:
         parts = self.gateway.split("/")
-        if len(parts) != 2 or not all(_DNS_LABEL.match(p) for p in parts):
+        if self.gateway and (len(parts) != 2 or not all(_DNS_LABEL.match(p) for p in parts)):
             raise _invalid("gateway", f"{self.gateway!r} must be <namespace>/<gateway-name>")
         if self.s3_endpoint:
             parsed = urlparse(self.s3_endpoint)
@@ -204,6 +218,19 @@ def _check_uri_and_sha(uri_option: str, uri: str, sha_option: str, sha: str) -> 
         )
     if not _SHA256.match(sha):
         raise _invalid(sha_option, "must be 64 lowercase hex digits (the output of sha256sum)")
+
+
+def cpu_millis(quantity: str) -> int:
+    """A CPU quantity (1, 0.5, 250m) in millicores."""
+    return int(quantity[:-1]) if quantity.endswith("m") else round(float(quantity) * 1000)
+
+
+def memory_bytes(quantity: str) -> int:
+    """A memory quantity (256Mi, 1Gi, 500M, 1048576) in bytes."""
+    match = _MEMORY.match(quantity)
+    if not match:
+        raise ValueError(f"{quantity!r} is not a memory quantity")
+    return int(match.group(1)) * _MEMORY_UNITS[match.group(2) or ""]
 
 
 def _in_range(

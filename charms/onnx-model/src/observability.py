@@ -26,13 +26,15 @@ from typing import Any
 
 import yaml
 
-# Seldon gives the first container of a predictor the metrics port 6000 and sets the wrapper's
-# PREDICTIVE_UNIT_METRICS_ENDPOINT to its executor-prometheus-path (seldon-core charm: /prometheus).
-MODEL_METRICS_PORT = 6000
-EXECUTOR_METRICS_PORT = 8000  # the executor serves its own metrics beside predictions
+from manifests import METRICS_PORT
+
+# render() declares the model container's metrics port; Seldon sets the wrapper's
+# PREDICTIVE_UNIT_METRICS_ENDPOINT to its executor-prometheus-path (seldon-core charm: /prometheus,
+# operator/controllers/seldondeployment_engine.go getPrometheusPath @ v1.17.1). The pods run
+# without Seldon's executor (seldon.io/no-engine), so the server is the only target in a pod.
+MODEL_METRICS_PORT = METRICS_PORT
 METRICS_PATH = "/prometheus"
 MODEL_JOB = "onnx-model-server"
-EXECUTOR_JOB = "onnx-model-executor"
 TOPOLOGY_PLACEHOLDER = "%%juju_topology%%"
 HERE = Path(__file__).resolve().parent
 DASHBOARDS = HERE / "grafana_dashboards"
@@ -46,7 +48,7 @@ def scrapeable(pod: dict[str, Any]) -> bool:
 
 
 def scrape_jobs(pods: list[dict[str, Any]], sha_label: str) -> list[dict[str, Any]]:
-    """One job for the model servers, one for Seldon's executors; a static config per pod.
+    """One job for the model servers, a static config per pod.
 
     Each pod gets its own ``pod`` label: Prometheus drops targets whose labels are identical,
     and the consumer sets the same ``instance`` on every target that is not a Juju unit.
@@ -59,11 +61,12 @@ def scrape_jobs(pods: list[dict[str, Any]], sha_label: str) -> list[dict[str, An
         per_pod.append((pod["status"]["podIP"], {"pod": pod["metadata"]["name"], "model_sha256": sha}))
     return [
         {
-            "job_name": job,
+            "job_name": MODEL_JOB,
             "metrics_path": METRICS_PATH,
-            "static_configs": [{"targets": [f"{ip}:{port}"], "labels": dict(labels)} for ip, labels in per_pod],
+            "static_configs": [
+                {"targets": [f"{ip}:{MODEL_METRICS_PORT}"], "labels": dict(labels)} for ip, labels in per_pod
+            ],
         }
-        for job, port in ((MODEL_JOB, MODEL_METRICS_PORT), (EXECUTOR_JOB, EXECUTOR_METRICS_PORT))
     ]
 
 

@@ -316,22 +316,6 @@ def _refused(reason: str) -> Serving | None:
     return Serving("blocked", f"model refused by the server: {reason}")
 
 
-def gateway_missing(gateway: str, juju_model: str) -> Serving:
-    """The Istio Gateway the VirtualService binds to does not exist: nothing reaches the model.
-
-    istio-pilot creates it in its own model's namespace, so a different model name is the usual
-    cause, and waiting will not fix that.
-    """
-    namespace = gateway.split("/")[0]
-    if namespace == juju_model:
-        return Serving("waiting", f"waiting for the Istio gateway {gateway} (istio-pilot creates it)")
-    return Serving(
-        "blocked",
-        f"Istio gateway {gateway} not found: deploy into a Juju model named {namespace} "
-        f"(this one is {juju_model}) or set gateway=<namespace>/<gateway>",
-    )
-
-
 _SEVERITY = {"active": 0, "waiting": 1, "blocked": 2}
 
 
