@@ -33,8 +33,8 @@ def export(tmp_path, overlays=()) -> tuple[int, list[str]]:
     return airgap.export(tmp_path / "airgap", list(overlays), say=said.append, charm=charm), said
 
 
-def listed(tmp_path) -> dict[str, list[str]]:
-    manifest = json.loads((tmp_path / "airgap/images.json").read_text())
+def listed(folder) -> dict[str, list[str]]:
+    manifest = json.loads((folder / "images.json").read_text())
     return {kind: [e["image"] for e in entries] for kind, entries in manifest.items()}
 
 
@@ -52,7 +52,7 @@ def test_export_downloads_every_charmhub_charm_of_the_bundle(connected, tmp_path
 
 def test_export_carries_microk8s_own_images_under_their_own_names(connected, tmp_path):
     export(tmp_path)
-    containerd = listed(tmp_path)["containerd"]
+    containerd = listed(tmp_path / "airgap")["containerd"]
     for image in (
         "docker.io/calico/node:v3.25.1",
         "registry.k8s.io/pause:3.7",
@@ -66,7 +66,7 @@ def test_export_carries_microk8s_own_images_under_their_own_names(connected, tmp
 def test_export_builds_the_server_image_and_never_pulls_it(connected, tmp_path):
     export(tmp_path)
     reference = server_image.reference()
-    assert reference in listed(tmp_path)["containerd"]
+    assert reference in listed(tmp_path / "airgap")["containerd"]
     assert any(c.startswith(f"buildah build -f {ROOT / 'models/server/Dockerfile'}") for c in connected.calls())
     assert not any(reference in c for c in connected.calls() if c.startswith("skopeo"))
     with tarfile.open(tmp_path / "airgap" / airgap.archive_name(reference)) as tar:
@@ -75,7 +75,7 @@ def test_export_builds_the_server_image_and_never_pulls_it(connected, tmp_path):
 
 def test_export_pushes_juju_and_charm_images_to_the_registry_under_local_names(connected, tmp_path):
     export(tmp_path)
-    registry = listed(tmp_path)["registry"]
+    registry = listed(tmp_path / "airgap")["registry"]
     assert all(image.startswith("localhost:32000/") for image in registry)
     for needed in (
         f"localhost:32000/{SELDON_OPERATOR}",  # read from the charm itself
@@ -195,7 +195,7 @@ def overlay_images() -> set[str]:
 
 def test_the_overlay_names_only_images_that_are_exported(connected, tmp_path):
     export(tmp_path)
-    assert overlay_images() <= set(listed(tmp_path)["registry"])
+    assert overlay_images() <= set(listed(tmp_path / "airgap")["registry"])
 
 
 def test_the_imported_server_image_is_the_one_the_charm_defaults_to():

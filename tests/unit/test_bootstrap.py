@@ -252,7 +252,7 @@ def exported(host, tmp_path):
     host.set(snaps={"juju": {"channel": "3.6/stable"}})
     airgap.export(tmp_path / "airgap", [ROOT / "overlays/second-model.yaml"], say=lambda _: None, charm=charm)
     (tmp_path / "calls.log").write_text("")
-    host.set(**FRESH, online=False)  # the edge machine: nothing installed, nothing reachable but the folder
+    host.set(**{**FRESH, "online": False})  # the edge machine: nothing installed, nothing reachable but the folder
     return tmp_path / "airgap"
 
 
