@@ -281,7 +281,9 @@ def not_pushed(folder: Path) -> list[str]:
 def push(folder: Path, say=print) -> None:
     """Push the registry's share from containerd into localhost:32000 (plain HTTP, as MicroK8s serves it)."""
     if not registry_up():
-        raise StepFailed(f"no registry at {REGISTRY}: run `microk8s enable registry` (or bootstrap-edge-site --airgapped)")
+        raise StepFailed(
+            f"no registry at {REGISTRY}: run `microk8s enable registry` (or bootstrap-edge-site --airgapped)"
+        )
     for image in not_pushed(folder):
         say(f"push     {image}")
         run("microk8s", "ctr", "image", "push", "--plain-http", image)
@@ -308,7 +310,9 @@ def main(argv: list[str]) -> int:
     ex = sub.add_parser("export", help="on a connected machine: download snaps, charms and images into DIR")
     ex.add_argument("dir", type=Path)
     ex.add_argument("--overlay", type=Path, action="append", default=[], help="overlays that add Charmhub charms")
-    ex.add_argument("--builder", help="what builds the server image: buildah, podman or docker (default: the first found)")
+    ex.add_argument(
+        "--builder", help="what builds the server image: buildah, podman or docker (default: the first found)"
+    )
     im = sub.add_parser("import", help="on the edge machine (MicroK8s installed): load DIR's images")
     im.add_argument("dir", type=Path)
     args = p.parse_args(argv)

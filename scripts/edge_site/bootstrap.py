@@ -314,7 +314,8 @@ class Bootstrap:
                 f"controller {CONTROLLER} (as {user})",
                 lambda: self.juju_ok("show-controller", CONTROLLER),
                 lambda: self.juju("bootstrap", CLOUD, CONTROLLER, *self.bootstrap_config()),
-                f"`microk8s kubectl -n controller-{CONTROLLER} get pods`; retry after `juju kill-controller {CONTROLLER}`",
+                f"`microk8s kubectl -n controller-{CONTROLLER} get pods`; "
+                f"retry after `juju kill-controller {CONTROLLER}`",
             ),
             Step(
                 f"model {MODEL}",
@@ -419,7 +420,12 @@ class Bootstrap:
         if not self.destructive():
             how = "in LXD"
             steps += [
-                Step("LXD", lambda: succeeds("snap", "list", "lxd"), lambda: run("snap", "install", "lxd"), "check `snap changes`"),
+                Step(
+                    "LXD",
+                    lambda: succeeds("snap", "list", "lxd"),
+                    lambda: run("snap", "install", "lxd"),
+                    "check `snap changes`",
+                ),
                 Step(
                     "LXD initialised",
                     self.lxd_initialised,

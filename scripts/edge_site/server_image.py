@@ -29,7 +29,11 @@ def builder_packages() -> list[str]:
 
 
 def _inputs_digest() -> str:
-    files = [RECIPE, *sorted((ROOT / "models" / "server").rglob("*")), *sorted((ROOT / "models" / "scratch-detector").glob("*"))]
+    files = [
+        RECIPE,
+        *sorted((ROOT / "models" / "server").rglob("*")),
+        *sorted((ROOT / "models" / "scratch-detector").glob("*")),
+    ]
     digest = hashlib.sha256()
     for path in files:
         if path.is_file() and "__pycache__" not in path.parts:

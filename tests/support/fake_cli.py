@@ -227,9 +227,15 @@ elif name == "microk8s":
         if ref not in state["images"]:
             refuse(f"ctr: {args[-1]}: not found")
         if not registry_serving():
-            refuse('ctr: failed to do request: Head "http://localhost:32000/v2/": dial tcp 127.0.0.1:32000: connect: connection refused')
+            refuse(
+                'ctr: failed to do request: Head "http://localhost:32000/v2/": '
+                "dial tcp 127.0.0.1:32000: connect: connection refused"
+            )
         if "--plain-http" not in args:  # the add-on serves plain HTTP (addons/registry/registry.yaml)
-            refuse('ctr: failed to do request: Head "https://localhost:32000/v2/": http: server gave HTTP response to HTTPS client')
+            refuse(
+                'ctr: failed to do request: Head "https://localhost:32000/v2/": '
+                "http: server gave HTTP response to HTTPS client"
+            )
         state["pushed"].append(ref)
         done()
     if args[:1] == ["kubectl"]:
@@ -273,7 +279,9 @@ def app_images(spec, repo, bundle_dir):
     if charm == "istio-gateway":
         images.append(options.get("proxy-image", "docker.io/istio/proxyv2:1.17.3"))
     if charm == "seldon-core":
-        images.append(options.get("executor-container-image-and-version", "docker.io/seldonio/seldon-core-executor:1.17.1"))
+        images.append(
+            options.get("executor-container-image-and-version", "docker.io/seldonio/seldon-core-executor:1.17.1")
+        )
         images.append(resources.get("oci-image", CHARMHUB["seldon-core"]["resources"]["oci-image"]))
     return images
 
@@ -290,16 +298,24 @@ if name == "juju":
     store = client()
     if args[:1] == ["download"]:
         if not state["online"]:
-            refuse('ERROR Post "https://api.charmhub.io/v2/charms/refresh": dial tcp: lookup api.charmhub.io: no such host')
+            refuse(
+                'ERROR Post "https://api.charmhub.io/v2/charms/refresh": dial tcp: lookup api.charmhub.io: no such host'
+            )
         resources = CHARMHUB.get(args[1], {}).get("resources", {})
-        meta = {"name": args[1], "resources": {k: {"type": "oci-image", "upstream-source": v} for k, v in resources.items()}}
+        meta = {
+            "name": args[1],
+            "resources": {k: {"type": "oci-image", "upstream-source": v} for k, v in resources.items()},
+        }
         manifest = {"bases": [{"name": "ubuntu", "channel": "20.04", "architectures": ["amd64"]}]}
         with zipfile.ZipFile(opt("--filepath"), "w") as z:
             z.writestr("metadata.yaml", yaml.safe_dump(meta))
             z.writestr("manifest.yaml", yaml.safe_dump(manifest))
         done()
     if args[:1] == ["show-cloud"]:
-        done(code=0 if args[1] in store["clouds"] else 1, err="" if args[1] in store["clouds"] else "ERROR cloud not found\n")
+        done(
+            code=0 if args[1] in store["clouds"] else 1,
+            err="" if args[1] in store["clouds"] else "ERROR cloud not found\n",
+        )
     if args[:1] == ["add-k8s"]:
         kubeconfig = sys.stdin.read() if not sys.stdin.isatty() else ""
         if not kubeconfig.strip() or "clusters" not in (yaml.safe_load(kubeconfig) or {}):
@@ -380,7 +396,10 @@ elif name == "charmcraft" and args[:1] == ["pack"]:
         release = dict(ln.split("=", 1) for ln in Path(os.environ["FAKE_OS_RELEASE"]).read_text().split() if "=" in ln)
         host = f"{release['ID'].strip(chr(34))}@{release['VERSION_ID'].strip(chr(34))}"
         if host != base:
-            refuse(f"{base.replace('@', ' ').title()} builds cannot be performed on this {host.replace('@', ' ').title()} system.")
+            refuse(
+                f"{base.replace('@', ' ').title()} builds cannot be performed "
+                f"on this {host.replace('@', ' ').title()} system."
+            )
     else:  # managed mode: canonical/craft-providers lxd/installer.py ensure_lxd_is_ready
         if "lxd" not in state["snaps"]:
             refuse("LXD is required, but not installed.")
@@ -404,7 +423,10 @@ elif name == "lxc" and args[:3] == ["profile", "show", "default"]:
 elif name in ("buildah", "podman"):
     if args[:1] == ["inspect"]:
         ref = args[-1]
-        done(code=0 if ref in state["built"] else 125, err="" if ref in state["built"] else f"Error: {ref}: image not known\n")
+        done(
+            code=0 if ref in state["built"] else 125,
+            err="" if ref in state["built"] else f"Error: {ref}: image not known\n",
+        )
     if args[:1] == ["build"]:
         if not Path(opt("-f")).is_file():
             refuse(f"Error: no such file {opt('-f')}")

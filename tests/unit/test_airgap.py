@@ -166,7 +166,9 @@ def test_import_without_the_registry_says_how_to_enable_it(connected, tmp_path, 
 def test_fake_ctr_push_needs_the_registry_pod_and_plain_http(connected, tmp_path):
     connected.set(snaps={"microk8s": {"channel": "1.28/stable", "classic": True}}, addons=["registry"], online=False)
     connected.set(images=["localhost:32000/x:1"])
-    out = subprocess.run(["microk8s", "ctr", "image", "push", "--plain-http", "localhost:32000/x:1"], capture_output=True, text=True)
+    out = subprocess.run(
+        ["microk8s", "ctr", "image", "push", "--plain-http", "localhost:32000/x:1"], capture_output=True, text=True
+    )
     assert "connection refused" in out.stderr  # registry:2.8.1 was never side-loaded: its pod cannot start
     connected.set(images=["localhost:32000/x:1", "docker.io/library/registry:2.8.1", *airgap.MICROK8S_IMAGES])
     out = subprocess.run(["microk8s", "ctr", "image", "push", "localhost:32000/x:1"], capture_output=True, text=True)

@@ -160,7 +160,9 @@ def test_fake_juju_add_k8s_needs_a_kubeconfig_client_and_storage(host):
     kubeconfig = "clusters: [{name: microk8s-cluster}]\n"
     assert "No k8s cluster definitions" in fake(host, "juju", "add-k8s", "k", "--client", user=USER).stderr
     assert "use --client" in fake(host, "juju", "add-k8s", "k", user=USER, stdin=kubeconfig).stderr
-    assert "No recommended storage" in fake(host, "juju", "add-k8s", "k", "--client", user=USER, stdin=kubeconfig).stderr
+    assert (
+        "No recommended storage" in fake(host, "juju", "add-k8s", "k", "--client", user=USER, stdin=kubeconfig).stderr
+    )
 
 
 def test_fake_snap_wants_classic_for_classic_microk8s(host):
@@ -188,7 +190,10 @@ def test_fake_ctr_refuses_a_missing_or_foreign_archive(host, tmp_path):
     out = fake(host, "microk8s", "ctr", "image", "import", str(tmp_path / "missing.tar"))
     assert out.returncode == 1 and "no such file or directory" in out.stderr
     (tmp_path / "junk.tar").write_bytes(b"not a tar")
-    assert "unrecognized image format" in fake(host, "microk8s", "ctr", "image", "import", str(tmp_path / "junk.tar")).stderr
+    assert (
+        "unrecognized image format"
+        in fake(host, "microk8s", "ctr", "image", "import", str(tmp_path / "junk.tar")).stderr
+    )
 
 
 def test_fake_juju_never_settles_when_a_pod_image_was_not_imported(host):
@@ -202,7 +207,11 @@ def test_fake_juju_never_settles_when_a_pod_image_was_not_imported(host):
     "fail, step, hint",
     [
         ("juju bootstrap", "controller edge-microk8s (as edge)", "juju kill-controller"),
-        ("charmcraft pack", "onnx-model charm packed on this ubuntu@24.04 host (--destructive-mode)", "onnx-model.charm"),
+        (
+            "charmcraft pack",
+            "onnx-model charm packed on this ubuntu@24.04 host (--destructive-mode)",
+            "onnx-model.charm",
+        ),
         ("juju deploy", "bundle deployed", "juju debug-log"),
         ("microk8s enable hostpath-storage", "addons dns hostpath-storage", "microk8s inspect"),
         ("buildah build", f"server image {SERVER} in MicroK8s (built)", "microk8s ctr images ls"),
