@@ -3,11 +3,25 @@
 Each step first checks whether it is already done (then it says so and
 changes nothing); otherwise it acts, then checks again. A step that fails
 stops the run with the command, its output and what to do.
+
+Runs as root (sudo: snaps, apt, MicroK8s); the Juju steps run as the user who called sudo
+($SUDO_USER), because Juju keeps its controllers in that user's ~/.local/share/juju: so that
+user's own `juju status` sees the site afterwards.
+
+How Juju reaches MicroK8s. Juju 3.6's built-in `microk8s` cloud only reads the credentials
+that *strictly confined* MicroK8s shares with the juju snap (juju/juju 3.6,
+caas/kubernetes/provider/builtin.go: "can only work with strictly confined microk8s";
+canonical/bundle-kubeflow#830), so `juju bootstrap microk8s` fails on classic MicroK8s. We keep
+classic MicroK8s 1.28, which the Charmed Kubeflow 1.8 set (our bundle's channels) is installed
+on, and register it the way the Charmed Kubeflow 1.8 install guide does:
+`microk8s config | juju add-k8s <cloud> --client`, then `juju bootstrap <cloud>`.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import platform
 import shutil
 import sys
 from collections.abc import Callable
@@ -16,13 +30,32 @@ from pathlib import Path
 
 import yaml
 
-from . import airgap
-from .shell import JUJU_CHANNEL, MICROK8S_CHANNEL, REGISTRY, ROOT, StepFailed, run, succeeds
+from . import airgap, server_image
+from .shell import (
+    CHARMCRAFT_CHANNEL,
+    JUJU_CHANNEL,
+    MICROK8S_CHANNEL,
+    REGISTRY,
+    ROOT,
+    StepFailed,
+    run,
+    succeeds,
+)
 
 CHARM_DIR = ROOT / "charms" / "onnx-model"
+CHARM_SOURCES = ("charmcraft.yaml", "requirements.txt", "src")  # what the packed charm is made of
 CHARM = ROOT / "build" / "onnx-model.charm"
-CONTROLLER = "edge-microk8s"
+SERVER_ARCHIVE = ROOT / "build" / "defect-server.tar"
+CLOUD = CONTROLLER = "edge-microk8s"
 MODEL = "kubeflow"  # the gateway lives in this namespace: the bundle requires this name
+# Classic MicroK8s' group (canonical/microk8s 1.28, microk8s-resources/actions/common/utils.sh,
+# get_microk8s_group: "snap_microk8s" only when strictly confined); its configure hook creates it.
+MICROK8S_GROUP = "microk8s"
+BUILDERS = ("buildah", "podman", "docker")  # any of them builds the server image
+# The Charmhub charms are published for amd64 only: their charmcraft.yaml (track/1.17) name no
+# architectures, and istio-pilot bundles istioctl-1.17.3-linux-amd64 (canonical/istio-operators,
+# track/1.17, charms/istio-pilot/charmcraft.yaml).
+SITE_ARCHES = ("x86_64", "amd64")
 
 
 @dataclass
@@ -33,17 +66,62 @@ class Step:
     hint: str
 
 
-class Bootstrap:
-    """The steps from a fresh host to a serving site; ``airgap``: a folder from ``airgap-images export``."""
+def host_base(os_release: Path) -> str:
+    """ubuntu@24.04 from /etc/os-release, as charmcraft.yaml writes a base."""
+    fields = dict(
+        line.split("=", 1) for line in os_release.read_text().splitlines() if "=" in line and not line.startswith("#")
+    )
+    return f"{fields.get('ID', '').strip(chr(34))}@{fields.get('VERSION_ID', '').strip(chr(34))}"
 
-    def __init__(self, overlays: list[Path], airgap: Path | None = None, say=print, charm: Path = CHARM) -> None:
-        self.airgap, self.say, self.charm = airgap, say, charm
+
+def charm_base() -> str:
+    return yaml.safe_load((CHARM_DIR / "charmcraft.yaml").read_text())["base"]
+
+
+def preflight(euid: int, machine: str) -> str | None:
+    """Why this host cannot run bootstrap at all, or None."""
+    if euid != 0:
+        return "run it with sudo: it installs snaps and packages (the Juju steps run as you)"
+    if machine not in SITE_ARCHES:
+        return (
+            f"this host is {machine}; the site runs on amd64 only: istio-pilot, istio-gateway and "
+            "seldon-core 1.17 from Charmhub are published for amd64 only (istio-pilot ships an amd64 istioctl)"
+        )
+    return None
+
+
+class Bootstrap:
+    """The steps from a fresh host to a serving site.
+
+    ``airgap``: a folder from ``airgap-images export``; ``user``: who runs the Juju client;
+    ``server_archive``: a prebuilt server image (docker-archive) instead of building it here.
+    """
+
+    def __init__(
+        self,
+        overlays: list[Path],
+        airgap: Path | None = None,
+        say=print,
+        charm: Path = CHARM,
+        user: str = "root",
+        os_release: Path = Path("/etc/os-release"),
+        server_archive: Path | None = None,
+        builder_path: str | None = None,
+    ) -> None:
+        self.airgap, self.say, self.charm, self.user = airgap, say, charm, user
+        self.os_release, self.server_archive, self.builder_path = os_release, server_archive, builder_path
         self.overlays = list(overlays)
-        if airgap is not None:  # images from the registry, charms from the folder
+        if airgap is not None:  # Charmhub images from the registry, charms from the folder
             for extra in (ROOT / "overlays" / "airgapped.yaml", airgap / "charms.yaml"):
                 if extra.resolve() not in {o.resolve() for o in self.overlays}:
                     self.overlays.append(extra)
         self.addons = ["dns", "hostpath-storage"] + (["registry"] if airgap is not None else [])
+
+    def juju(self, *args: str, check: bool = True, stdin: str | None = None):
+        return run("juju", *args, check=check, user=self.user, stdin=stdin)
+
+    def juju_ok(self, *args: str) -> bool:
+        return succeeds("juju", *args, user=self.user)
 
     # --- what each step checks ----------------------------------------------------
 
@@ -54,6 +132,13 @@ class Bootstrap:
         data = yaml.safe_load(out.stdout) or {}
         return {a["name"] for a in data.get("addons", []) if a.get("status") == "enabled"}
 
+    def in_group(self) -> bool:
+        out = run("id", "-nG", self.user, check=False)
+        return out.returncode == 0 and MICROK8S_GROUP in out.stdout.split()
+
+    def has_local_share(self) -> bool:
+        return succeeds("sh", "-c", 'test -d "$HOME/.local/share"', user=self.user)
+
     def bundle_apps(self) -> set[str]:
         apps = set(yaml.safe_load((ROOT / "bundle.yaml").read_text())["applications"])
         for overlay in self.overlays:
@@ -62,7 +147,7 @@ class Bootstrap:
         return apps
 
     def model_status(self) -> dict:
-        out = run("juju", "status", "-m", f"{CONTROLLER}:{MODEL}", "--format", "json", check=False)
+        out = self.juju("status", "-m", f"{CONTROLLER}:{MODEL}", "--format", "json", check=False)
         return json.loads(out.stdout or "{}") if out.returncode == 0 else {}
 
     def deployed(self) -> bool:
@@ -76,9 +161,23 @@ class Bootstrap:
         if not self.charm.exists():
             return False
         built = self.charm.stat().st_mtime
-        return all(
-            p.stat().st_mtime <= built for p in CHARM_DIR.rglob("*") if p.is_file() and "__pycache__" not in p.parts
-        )
+        sources = [CHARM_DIR / s for s in CHARM_SOURCES]
+        files = [p for s in sources for p in ([s] if s.is_file() else s.rglob("*"))]
+        return all(p.stat().st_mtime <= built for p in files if p.is_file() and "__pycache__" not in p.parts)
+
+    def lxd_initialised(self) -> bool:
+        """craft-providers' own test: the default profile has a disk device at / (lxd/installer.py)."""
+        out = run("lxc", "profile", "show", "default", check=False)
+        if out.returncode != 0:
+            return False
+        devices = (yaml.safe_load(out.stdout) or {}).get("devices") or {}
+        return any(d.get("type") == "disk" and d.get("path") == "/" for d in devices.values())
+
+    def server_image_loaded(self) -> bool:
+        return server_image.reference() in airgap.containerd_images()
+
+    def has_builder(self) -> bool:
+        return any(shutil.which(b, path=self.builder_path) for b in BUILDERS)
 
     # --- what each step does --------------------------------------------------------
 
@@ -97,6 +196,16 @@ class Bootstrap:
         run("snap", "ack", str(assertion))
         run("snap", "install", str(snap), *flags)
 
+    def add_cloud(self) -> None:
+        """The Charmed Kubeflow 1.8 guide's `microk8s config | juju add-k8s <cloud> --client`."""
+        kubeconfig = run("microk8s", "config").stdout
+        self.juju("add-k8s", CLOUD, "--client", stdin=kubeconfig)
+
+    def make_local_share(self) -> None:
+        # The strictly confined juju snap may write ~/.local/share/juju but cannot create its
+        # parent (Juju 3.6 / Charmed Kubeflow 1.8 install guides: `mkdir -p ~/.local/share`).
+        run("sh", "-c", 'mkdir -p "$HOME/.local/share"', user=self.user)
+
     def charm_ready(self) -> bool:
         if self.airgap is None:
             return self.charm_fresh()
@@ -111,23 +220,36 @@ class Bootstrap:
         self.charm.parent.mkdir(exist_ok=True)
         shutil.copyfile(shipped, self.charm)
 
+    def destructive(self) -> bool:
+        """Pack on the host itself when it is the charm's base (craft-application refuses any other:
+        services/lifecycle.py _validate_build_plan, IncompatibleBaseError); else in LXD."""
+        return host_base(self.os_release) == charm_base()
+
     def pack(self) -> None:
-        if not succeeds("snap", "list", "charmcraft"):
-            run("snap", "install", "charmcraft", "--classic")
-        run("charmcraft", "pack", cwd=CHARM_DIR)
+        run("charmcraft", "pack", *(["--destructive-mode"] if self.destructive() else []), cwd=CHARM_DIR)
         packed = sorted(CHARM_DIR.glob("onnx-model_*.charm"), key=lambda p: p.stat().st_mtime)
         if not packed:
             raise StepFailed("charmcraft pack produced no onnx-model_*.charm")
         self.charm.parent.mkdir(exist_ok=True)
         shutil.move(str(packed[-1]), self.charm)
 
+    def load_server_image(self) -> None:
+        """Build (or take the given archive), then import into the kubelet's containerd."""
+        archive = self.server_archive
+        if self.airgap is not None:  # never built offline: the export carries it
+            archive = self.airgap / airgap.archive_name(server_image.reference())
+        elif archive is None:
+            reference = server_image.build(say=self.say)
+            archive = server_image.save(reference, SERVER_ARCHIVE)
+        run("microk8s", "ctr", "image", "import", str(archive))
+
     def deploy(self) -> None:
         if self.airgap is not None:
             airgap.localize_charm_paths(self.airgap)
-        cmd = ["juju", "deploy", "-m", f"{CONTROLLER}:{MODEL}", str(ROOT / "bundle.yaml"), "--trust"]
+        cmd = ["deploy", "-m", f"{CONTROLLER}:{MODEL}", str(ROOT / "bundle.yaml"), "--trust"]
         for overlay in self.overlays:
             cmd += ["--overlay", str(overlay)]
-        run(*cmd, cwd=ROOT)
+        self.juju(*cmd)
 
     def enable_addons(self) -> None:
         for addon in self.addons:
@@ -135,13 +257,14 @@ class Bootstrap:
                 run("microk8s", "enable", addon)
 
     def steps(self) -> list[Step]:
+        user = self.user
         return [
             Step("snapd", lambda: succeeds("snap", "version"), lambda: None, "install snapd: apt install snapd"),
             Step(
                 f"MicroK8s {MICROK8S_CHANNEL}",
                 lambda: succeeds("snap", "list", "microk8s"),
                 lambda: self.install_snap("microk8s", MICROK8S_CHANNEL, classic=True),
-                "run as root (sudo); check `snap changes`",
+                "check `snap changes`",
             ),
             Step(
                 "MicroK8s ready",
@@ -149,37 +272,59 @@ class Bootstrap:
                 lambda: run("microk8s", "status", "--wait-ready", "--timeout", "600"),
                 "see `microk8s inspect`",
             ),
+            *self.side_load_steps(),
+            *(
+                [
+                    Step(
+                        f"{user} in group {MICROK8S_GROUP}",
+                        self.in_group,
+                        lambda: run("usermod", "-a", "-G", MICROK8S_GROUP, user),
+                        f"`getent group {MICROK8S_GROUP}`; {user} must log in again to use `microk8s` without sudo",
+                    )
+                ]
+                if user != "root"
+                else []
+            ),
             Step(
                 "addons " + " ".join(self.addons),
                 lambda: set(self.addons) <= self.enabled_addons(),
                 self.enable_addons,
                 "see `microk8s status` and `microk8s inspect`",
             ),
-            *self.airgap_steps(),
+            *self.push_steps(),
             Step(
                 f"Juju {JUJU_CHANNEL}",
                 lambda: succeeds("snap", "list", "juju"),
                 lambda: self.install_snap("juju", JUJU_CHANNEL, classic=False),
-                "run as root (sudo); check `snap changes`",
+                "check `snap changes`",
             ),
             Step(
-                f"controller {CONTROLLER}",
-                lambda: succeeds("juju", "show-controller", CONTROLLER),
-                lambda: run("juju", "bootstrap", "microk8s", CONTROLLER, *self.bootstrap_config()),
-                "the user running this must be in the microk8s group: usermod -a -G microk8s $USER, then log in again",
+                f"~{user}/.local/share",
+                self.has_local_share,
+                self.make_local_share,
+                f"create it as {user}: mkdir -p ~/.local/share",
+            ),
+            Step(
+                f"cloud {CLOUD} (juju add-k8s, as {user})",
+                lambda: self.juju_ok("show-cloud", CLOUD, "--client"),
+                self.add_cloud,
+                "`microk8s config` must work, and Juju needs the hostpath-storage add-on's default storage class",
+            ),
+            Step(
+                f"controller {CONTROLLER} (as {user})",
+                lambda: self.juju_ok("show-controller", CONTROLLER),
+                lambda: self.juju("bootstrap", CLOUD, CONTROLLER, *self.bootstrap_config()),
+                f"`microk8s kubectl -n controller-{CONTROLLER} get pods`; "
+                f"retry after `juju kill-controller {CONTROLLER}`",
             ),
             Step(
                 f"model {MODEL}",
-                lambda: succeeds("juju", "show-model", f"{CONTROLLER}:{MODEL}"),
-                lambda: run("juju", "add-model", MODEL, "-c", CONTROLLER),
+                lambda: self.juju_ok("show-model", f"{CONTROLLER}:{MODEL}"),
+                lambda: self.juju("add-model", MODEL, "-c", CONTROLLER),
                 f"`juju models -c {CONTROLLER}`; the model must be named {MODEL}",
             ),
-            Step(
-                "onnx-model charm packed",
-                self.charm_ready,
-                self.pack if self.airgap is None else self.take_charm,
-                "charmcraft needs LXD: `lxd init --auto`; or pack elsewhere and copy it to build/onnx-model.charm",
-            ),
+            *self.server_image_steps(),
+            *self.pack_steps(),
             Step(
                 "bundle deployed",
                 self.deployed,
@@ -189,8 +334,7 @@ class Bootstrap:
             Step(
                 "every application active",
                 self.all_active,
-                lambda: run(
-                    "juju",
+                lambda: self.juju(
                     "wait-for",
                     "model",
                     MODEL,
@@ -199,21 +343,105 @@ class Bootstrap:
                     "--timeout",
                     "45m",
                 ),  # fmt: skip
-                f"`juju status -m {MODEL}`: a blocked unit says what it needs",
+                f"`juju status -m {MODEL}`: a blocked or waiting unit says what it needs",
             ),
         ]
 
-    def airgap_steps(self) -> list[Step]:
+    def side_load_steps(self) -> list[Step]:
+        """Air-gapped: MicroK8s' own images (calico is applied at install) before any add-on starts."""
+        if self.airgap is None:
+            return []
+        return [
+            Step(
+                "images side-loaded into MicroK8s (microk8s ctr image import)",
+                lambda: not airgap.not_side_loaded(self.airgap),
+                lambda: airgap.side_load(self.airgap, say=self.say),
+                f"`airgap-images export` on a connected machine, copy the folder to {self.airgap}",
+            )
+        ]
+
+    def push_steps(self) -> list[Step]:
         if self.airgap is None:
             return []
         return [
             Step(
                 f"images in {REGISTRY}",
-                lambda: not airgap.missing_images(self.airgap),
-                lambda: airgap.import_(self.airgap, say=self.say),
-                f"`airgap-images export` on a connected machine, copy the folder to {self.airgap}",
+                lambda: not airgap.not_pushed(self.airgap),
+                lambda: airgap.push(self.airgap, say=self.say),
+                f"`microk8s kubectl -n container-registry get pods` (needs {REGISTRY} up)",
             )
         ]
+
+    def server_image_steps(self) -> list[Step]:
+        reference = server_image.reference()
+        steps = []
+        if self.airgap is None and self.server_archive is None:
+            steps.append(
+                Step(
+                    "image builder (" + " or ".join(BUILDERS) + ")",
+                    self.has_builder,
+                    lambda: (
+                        run("apt-get", "update"),
+                        run("apt-get", "install", "-y", *server_image.builder_packages()),
+                    ),
+                    "apt-get install " + " ".join(server_image.builder_packages()),
+                )
+            )
+        source = "from the export" if self.airgap else (str(self.server_archive) if self.server_archive else "built")
+        steps.append(
+            Step(
+                f"server image {reference} in MicroK8s ({source})",
+                self.server_image_loaded,
+                self.load_server_image,
+                f"`microk8s ctr images ls -q | grep defect-server`: the archive must hold {reference}",
+            )
+        )
+        return steps
+
+    def pack_steps(self) -> list[Step]:
+        if self.airgap is not None:
+            return [
+                Step(
+                    "onnx-model charm (from the export)",
+                    self.charm_ready,
+                    self.take_charm,
+                    "pack the charm before `airgap-images export`",
+                )
+            ]
+        steps = [
+            Step(
+                f"charmcraft {CHARMCRAFT_CHANNEL}",
+                lambda: succeeds("snap", "list", "charmcraft"),
+                lambda: run("snap", "install", "charmcraft", "--classic", f"--channel={CHARMCRAFT_CHANNEL}"),
+                "check `snap changes`",
+            )
+        ]
+        how = f"on this {charm_base()} host (--destructive-mode)"
+        if not self.destructive():
+            how = "in LXD"
+            steps += [
+                Step(
+                    "LXD",
+                    lambda: succeeds("snap", "list", "lxd"),
+                    lambda: run("snap", "install", "lxd"),
+                    "check `snap changes`",
+                ),
+                Step(
+                    "LXD initialised",
+                    self.lxd_initialised,
+                    lambda: run("lxd", "init", "--auto"),
+                    "`lxc profile show default` must have a disk device at /",
+                ),
+            ]
+        steps.append(
+            Step(
+                f"onnx-model charm packed {how}",
+                self.charm_ready,
+                self.pack,
+                "or pack elsewhere and copy it to build/onnx-model.charm",
+            )
+        )
+        return steps
 
     def gateway_url(self) -> str:
         out = run(
@@ -265,15 +493,34 @@ def main(argv: list[str]) -> int:
         metavar="DIR",
         help="no internet: snaps, images and charms from DIR (made by `scripts/airgap-images export DIR`)",
     )
+    p.add_argument(
+        "--server-image-archive",
+        type=Path,
+        metavar="FILE",
+        help=f"a prebuilt server image (docker-archive holding {server_image.reference()}) instead of building it",
+    )
     args = p.parse_args(argv)
     for overlay in args.overlay:
         if not overlay.is_file():
             print(f"bootstrap-edge-site: --overlay {overlay}: no such file", file=sys.stderr)
             return 2
-    if args.airgapped is not None and not (args.airgapped / "images.txt").is_file():
+    if args.airgapped is not None and not (args.airgapped / "images.json").is_file():
         print(
             f"bootstrap-edge-site: --airgapped {args.airgapped}: not a folder from `airgap-images export`",
             file=sys.stderr,
         )
         return 2
-    return Bootstrap(args.overlay, args.airgapped, say=lambda line: print(line, flush=True)).run()
+    if args.server_image_archive is not None and not args.server_image_archive.is_file():
+        print(f"bootstrap-edge-site: --server-image-archive {args.server_image_archive}: no such file", file=sys.stderr)
+        return 2
+    problem = preflight(os.geteuid(), platform.machine())
+    if problem:
+        print(f"bootstrap-edge-site: {problem}", file=sys.stderr)
+        return 2
+    return Bootstrap(
+        args.overlay,
+        args.airgapped,
+        say=lambda line: print(line, flush=True),
+        user=os.environ.get("SUDO_USER") or "root",
+        server_archive=args.server_image_archive.resolve() if args.server_image_archive else None,
+    ).run()

@@ -1,6 +1,7 @@
 """The whole bundle on a real MicroK8s: deploy, predict through the gateway, roll, remove.
 
-Run on a MicroK8s + Juju host:  tox -e integration -- --model kubeflow
+Run on a host set up by `sudo scripts/bootstrap-edge-site`, as the user who ran it:
+    tox -e integration -- --model kubeflow
 (the gateway lives in the `kubeflow` namespace, so the Juju model must be named kubeflow).
 """
 
@@ -47,9 +48,7 @@ def predict(url: str) -> requests.Response:
 @pytest.mark.abort_on_fail
 async def test_deploy_the_bundle(ops_test):
     assert ops_test.model_name == "kubeflow", "run with --model kubeflow"
-    charm = await ops_test.build_charm(ROOT / "charms" / "onnx-model")
-    (ROOT / "build").mkdir(exist_ok=True)
-    shutil.copy(charm, ROOT / "build" / "onnx-model.charm")
+    # build/onnx-model.charm and the server image come from scripts/bootstrap-edge-site (conftest).
     # The int8 overlay, so that rolling to fp32 below is a real change of model.
     await ops_test.juju(
         "deploy", str(ROOT / "bundle.yaml"), "--trust", "--overlay", str(ROOT / "overlays/int8.yaml"), check=True

@@ -1,22 +1,25 @@
-"""scripts/airgap-images with fake juju and docker on PATH, and the air-gapped overlay it serves."""
+"""scripts/airgap-images with fake juju, snap, skopeo, buildah and microk8s on PATH, and the overlay it serves."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import tarfile
 import zipfile
 
 import pytest
 import yaml
 
-from edge_site import airgap
+from edge_site import airgap, server_image
 from edge_site.shell import ROOT
 
-SELDON_OPERATOR = "docker.io/charmedkubeflow/seldon-core-operator:v1.17.1_22.04_1"
+SELDON_OPERATOR = "charmedkubeflow/seldon-core-operator:1.17.1-c95840c"  # seldon-core track/1.17 metadata.yaml
 
 
 @pytest.fixture
 def connected(host):
-    """A connected machine: juju and docker installed; Charmhub's seldon-core has an OCI resource."""
-    host.set(snaps=["juju", "docker"], charm_resources={"seldon-core": {"oci-image": SELDON_OPERATOR}})
+    """A connected machine: juju installed (snap, skopeo and buildah are the fakes on PATH)."""
+    host.set(snaps={"juju": {"channel": "3.6/stable"}})
     return host
 
 
@@ -28,6 +31,11 @@ def export(tmp_path, overlays=()) -> tuple[int, list[str]]:
         charm.write_bytes(b"packed onnx-model")
     said: list[str] = []
     return airgap.export(tmp_path / "airgap", list(overlays), say=said.append, charm=charm), said
+
+
+def listed(folder) -> dict[str, list[str]]:
+    manifest = json.loads((folder / "images.json").read_text())
+    return {kind: [e["image"] for e in entries] for kind, entries in manifest.items()}
 
 
 def test_export_downloads_every_charmhub_charm_of_the_bundle(connected, tmp_path):
@@ -42,22 +50,45 @@ def test_export_downloads_every_charmhub_charm_of_the_bundle(connected, tmp_path
     assert all(zipfile.is_zipfile(tmp_path / f"airgap/charms/{c}.charm") for c in ("istio-pilot", "seldon-core"))
 
 
-def test_export_saves_every_image_under_its_local_name(connected, tmp_path):
+def test_export_carries_microk8s_own_images_under_their_own_names(connected, tmp_path):
     export(tmp_path)
-    listed = (tmp_path / "airgap/images.txt").read_text().split()
-    assert set(connected.state()["saved"]) == set(listed)
-    assert all(image.startswith("localhost:32000/") for image in listed)
-    for needed in (
-        "localhost:32000/charmedkubeflow/seldon-core-operator:v1.17.1_22.04_1",  # read from the charm itself
-        "localhost:32000/seldonio/seldon-core-executor:1.17.1",
-        "localhost:32000/edge-mlops/defect-server:0.1.0",
-        "localhost:32000/jujusolutions/jujud-operator:3.6.4",  # the juju client's version
+    containerd = listed(tmp_path / "airgap")["containerd"]
+    for image in (
+        "docker.io/calico/node:v3.25.1",
+        "registry.k8s.io/pause:3.7",
+        "docker.io/coredns/coredns:1.10.1",
+        "docker.io/cdkbot/hostpath-provisioner:1.4.2",
+        "docker.io/library/registry:2.8.1",  # the registry add-on cannot start without it
     ):
-        assert needed in listed
-    pulls = {c.split()[2] for c in connected.calls() if c.startswith("docker pull")}
-    tags = {tuple(c.split()[2:4]) for c in connected.calls() if c.startswith("docker tag")}
-    assert {airgap.local_name(p) for p in pulls} == set(listed)
-    assert all((p, airgap.local_name(p)) in tags for p in pulls)
+        assert image in containerd
+
+
+def test_export_builds_the_server_image_and_never_pulls_it(connected, tmp_path):
+    export(tmp_path)
+    reference = server_image.reference()
+    assert reference in listed(tmp_path / "airgap")["containerd"]
+    assert any(c.startswith(f"buildah build -f {ROOT / 'models/server/Dockerfile'}") for c in connected.calls())
+    assert not any(reference in c for c in connected.calls() if c.startswith("skopeo"))
+    with tarfile.open(tmp_path / "airgap" / airgap.archive_name(reference)) as tar:
+        assert json.load(tar.extractfile("manifest.json"))[0]["RepoTags"] == [reference]
+
+
+def test_export_pushes_juju_and_charm_images_to_the_registry_under_local_names(connected, tmp_path):
+    export(tmp_path)
+    registry = listed(tmp_path / "airgap")["registry"]
+    assert all(image.startswith("localhost:32000/") for image in registry)
+    for needed in (
+        f"localhost:32000/{SELDON_OPERATOR}",  # read from the charm itself
+        "localhost:32000/seldonio/seldon-core-executor:1.17.1",
+        "localhost:32000/jujusolutions/jujud-operator:3.6.4",  # the juju client's version
+        "localhost:32000/jujusolutions/charm-base:ubuntu-20.04",  # the Charmhub charms' base
+        "localhost:32000/jujusolutions/charm-base:ubuntu-24.04",  # ours and Juju's controller charm
+    ):
+        assert needed in registry
+    copies = [c.split() for c in connected.calls() if c.startswith("skopeo copy")]
+    archives = {c[3].split(":", 2)[2] for c in copies}
+    assert set(registry) | set(airgap.MICROK8S_IMAGES) == archives
+    assert not any(c.startswith("docker") for c in connected.calls())
 
 
 def test_export_writes_an_overlay_deploying_the_local_charms_with_local_resources(connected, tmp_path):
@@ -65,9 +96,7 @@ def test_export_writes_an_overlay_deploying_the_local_charms_with_local_resource
     apps = yaml.safe_load((tmp_path / "airgap/charms.yaml").read_text())["applications"]
     assert set(apps) == {"istio-pilot", "istio-ingressgateway", "seldon-controller-manager"}
     assert apps["seldon-controller-manager"]["charm"] == "./charms/seldon-core.charm"  # the folder moves
-    assert apps["seldon-controller-manager"]["resources"] == {
-        "oci-image": "localhost:32000/charmedkubeflow/seldon-core-operator:v1.17.1_22.04_1"
-    }
+    assert apps["seldon-controller-manager"]["resources"] == {"oci-image": f"localhost:32000/{SELDON_OPERATOR}"}
 
 
 def test_export_brings_the_snaps_and_the_packed_charm(connected, tmp_path):
@@ -80,15 +109,18 @@ def test_export_brings_the_snaps_and_the_packed_charm(connected, tmp_path):
 
 
 def test_export_without_a_packed_charm_says_to_pack_it(connected, tmp_path):
-    with pytest.raises(airgap.StepFailed, match="charmcraft pack"):
+    with pytest.raises(airgap.StepFailed, match="pack the charm"):
         airgap.export(tmp_path / "airgap", [], charm=tmp_path / "nothing.charm")
 
 
-def test_export_again_downloads_nothing_again(connected, tmp_path):
+def test_export_again_downloads_and_builds_nothing_again(connected, tmp_path):
     export(tmp_path)
+    copies = len([c for c in connected.calls() if c.startswith("skopeo")])
     export(tmp_path)
     assert len([c for c in connected.calls() if c.startswith("juju download")]) == 3
     assert len([c for c in connected.calls() if c.startswith("snap download")]) == 2
+    assert len([c for c in connected.calls() if c.startswith("skopeo")]) == copies
+    assert connected.state()["builds"] == 1
 
 
 def test_export_overlays_add_their_charms(connected, tmp_path):
@@ -98,32 +130,49 @@ def test_export_overlays_add_their_charms(connected, tmp_path):
 
 
 def test_export_stops_with_the_failing_command(connected, tmp_path):
-    connected.set(fail="docker pull", fail_message="toomanyrequests: rate limit")
-    with pytest.raises(airgap.StepFailed, match="docker pull .* toomanyrequests"):
+    connected.set(fail="skopeo copy", fail_message="toomanyrequests: rate limit")
+    with pytest.raises(airgap.StepFailed, match="skopeo copy .* toomanyrequests"):
         export(tmp_path)
+    assert not list((tmp_path / "airgap/images").glob("*.tar"))  # no half-written archive counts as done
 
 
-def test_import_pushes_every_exported_image(connected, tmp_path, registry):
+def test_import_loads_everything_without_docker_on_a_moved_folder(connected, tmp_path, registry):
     export(tmp_path)
     moved = tmp_path / "edge" / "airgap"  # carried to another machine, another path
     moved.parent.mkdir()
     (tmp_path / "airgap").rename(moved)
-    assert airgap.missing_images(moved) == (moved / "images.txt").read_text().split()
+    connected.set(snaps={"microk8s": {"channel": "1.28/stable", "classic": True}}, addons=["registry"], online=False)
+    (tmp_path / "calls.log").write_text("")  # the edge machine's calls only
     said: list[str] = []
     assert airgap.import_(moved, say=said.append) == 0
-    assert connected.state()["pushed"] == (moved / "images.txt").read_text().split()
-    assert airgap.missing_images(moved) == []
+    state, everything = connected.state(), listed(moved)
+    assert set(state["images"]) >= set(everything["containerd"]) | set(everything["registry"])
+    assert set(state["pushed"]) == set(everything["registry"])
+    assert airgap.not_side_loaded(moved) == [] and airgap.not_pushed(moved) == []
     apps = yaml.safe_load((moved / "charms.yaml").read_text())["applications"]
     assert apps["istio-pilot"]["charm"] == str((moved / "charms/istio-pilot.charm").resolve())
     assert "--overlay overlays/airgapped.yaml" in said[-1]
+    assert not any(c.startswith(("docker", "skopeo", "buildah")) for c in connected.calls())
 
 
-def test_import_without_the_registry_says_how_to_enable_it(connected, tmp_path, monkeypatch):
+def test_import_without_the_registry_says_how_to_enable_it(connected, tmp_path, registry):
     export(tmp_path)
-    monkeypatch.setattr(airgap, "REGISTRY_API", "http://127.0.0.1:9/v2/")  # nothing listens there
+    connected.set(snaps={"microk8s": {"channel": "1.28/stable", "classic": True}}, online=False)
     with pytest.raises(airgap.StepFailed, match="microk8s enable registry"):
         airgap.import_(tmp_path / "airgap")
-    assert "pushed" not in connected.state()
+    assert connected.state()["pushed"] == []
+
+
+def test_fake_ctr_push_needs_the_registry_pod_and_plain_http(connected, tmp_path):
+    connected.set(snaps={"microk8s": {"channel": "1.28/stable", "classic": True}}, addons=["registry"], online=False)
+    connected.set(images=["localhost:32000/x:1"])
+    out = subprocess.run(
+        ["microk8s", "ctr", "image", "push", "--plain-http", "localhost:32000/x:1"], capture_output=True, text=True
+    )
+    assert "connection refused" in out.stderr  # registry:2.8.1 was never side-loaded: its pod cannot start
+    connected.set(images=["localhost:32000/x:1", "docker.io/library/registry:2.8.1", *airgap.MICROK8S_IMAGES])
+    out = subprocess.run(["microk8s", "ctr", "image", "push", "localhost:32000/x:1"], capture_output=True, text=True)
+    assert "server gave HTTP response to HTTPS client" in out.stderr
 
 
 def test_import_of_an_empty_folder_says_to_export_first(tmp_path):
@@ -143,15 +192,14 @@ def overlay_images() -> set[str]:
         istio["grpc-bootstrap-init"],
         apps["istio-ingressgateway"]["options"]["proxy-image"],
         apps["seldon-controller-manager"]["options"]["executor-container-image-and-version"],
-        apps["scratch"]["options"]["server-image"],
     }
 
 
-def test_the_overlay_names_only_images_that_are_mirrored():
-    assert overlay_images() == set(airgap.option_images().values())
+def test_the_overlay_names_only_images_that_are_exported(connected, tmp_path):
+    export(tmp_path)
+    assert overlay_images() <= set(listed(tmp_path / "airgap")["registry"])
 
 
-def test_the_mirrored_server_image_is_the_one_the_charm_defaults_to():
+def test_the_imported_server_image_is_the_one_the_charm_defaults_to():
     charmcraft = yaml.safe_load((ROOT / "charms/onnx-model/charmcraft.yaml").read_text())
-    default = charmcraft["config"]["options"]["server-image"]["default"]
-    assert default in airgap.UPSTREAM_IMAGES
+    assert charmcraft["config"]["options"]["server-image"]["default"] == server_image.reference()

@@ -1,8 +1,10 @@
-"""scripts/bootstrap-edge-site with fake snap/microk8s/juju/charmcraft on PATH that record their calls."""
+"""scripts/bootstrap-edge-site against fakes that refuse what the real tools refuse (tests/support/fake_cli.py)."""
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -11,38 +13,112 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from conftest import FRESH  # noqa: E402
-from edge_site import airgap  # noqa: E402
+from conftest import FRESH, USER  # noqa: E402
+from edge_site import airgap, bootstrap, server_image  # noqa: E402
+
+SERVER = server_image.reference()
+WAIT = 'juju wait-for model kubeflow --query forEach(applications, app => app.status == "active") --timeout 45m'
+
+
+def fake(host, *cmd: str, user: str | None = None, stdin: str = "") -> subprocess.CompletedProcess:
+    """Call a fake directly, as root or (through the fake sudo) as ``user``."""
+    full = ("sudo", "-u", user, "-H", "--", *cmd) if user else cmd
+    return subprocess.run(full, capture_output=True, text=True, input=stdin)
+
+
+# --- the whole run ------------------------------------------------------------------------
 
 
 def test_a_fresh_host_gets_every_step_in_order(host):
+    host.without_builder()  # a fresh Ubuntu has no buildah
     code, said = host.bootstrap()
     assert code == 0, "\n".join(said)
     assert host.mutating() == [
         "snap install microk8s --classic --channel=1.28/stable",
+        f"usermod -a -G microk8s {USER}",
         "microk8s enable dns",
         "microk8s enable hostpath-storage",
         "snap install juju --channel=3.6/stable",
-        "juju bootstrap microk8s edge-microk8s",
+        "juju add-k8s edge-microk8s --client",
+        "juju bootstrap edge-microk8s edge-microk8s",
         "juju add-model kubeflow -c edge-microk8s",
-        "snap install charmcraft --classic",
-        "charmcraft pack",
+        "apt-get install -y buildah",
+        f"buildah build -f {ROOT / 'models/server/Dockerfile'} -t {SERVER} "
+        f"-t {server_image.NAME}:inputs-{server_image._inputs_digest()} {ROOT}",
+        f"microk8s ctr image import {host.server_archive}",
+        "snap install charmcraft --classic --channel=3.x/stable",
+        "charmcraft pack --destructive-mode",  # this host is the charm's base, ubuntu@24.04
         f"juju deploy -m edge-microk8s:kubeflow {ROOT / 'bundle.yaml'} --trust",
-        'juju wait-for model kubeflow --query forEach(applications, app => app.status == "active") --timeout 45m',
+        WAIT,
     ]
     assert host.charm.read_bytes() == b"charm"
     assert not list((ROOT / "charms/onnx-model").glob("onnx-model_*.charm"))
     assert "curl -s http://127.0.0.1:31380/model/scratch/api/v0.1/predictions" in said[-1]
 
 
+def test_the_invoking_user_owns_the_controller_not_root(host):
+    assert host.bootstrap()[0] == 0
+    clients = host.state()["clients"]
+    assert set(clients) == {USER}  # root's own Juju store was never used
+    assert "edge-microk8s" in clients[USER]["controllers"]
+    assert (host.home / ".local/share").is_dir()
+    # that user's `juju status` sees the site; root's does not
+    status = fake(host, "juju", "status", "-m", "edge-microk8s:kubeflow", "--format", "json", user=USER)
+    assert status.returncode == 0 and "scratch" in json.loads(status.stdout)["applications"]
+    assert "not found" in fake(host, "juju", "status", "-m", "edge-microk8s:kubeflow").stderr
+
+
+def test_the_server_image_is_imported_before_the_deploy_and_is_what_the_pods_run(host):
+    assert host.bootstrap()[0] == 0
+    state, calls = host.state(), host.calls()
+    assert SERVER in state["images"]
+    assert calls.index(f"microk8s ctr image import {host.server_archive}") < next(
+        i for i, c in enumerate(calls) if c.startswith("juju deploy")
+    )
+    # every image any deployed pod runs is one this run imported or a public one the host pulls
+    local = {i for images in state["apps"].values() for i in images if i.startswith("localhost")}
+    assert local == {SERVER} and set(state["images"]) == {SERVER}
+
+
 def test_a_second_run_changes_nothing_and_says_so(host):
     assert host.bootstrap()[0] == 0
-    before = len(host.mutating())
+    before, builds = len(host.mutating()), host.state()["builds"]
     code, said = host.bootstrap()
     assert code == 0
     assert len(host.mutating()) == before
+    assert host.state()["builds"] == builds == 1  # nothing rebuilt, nothing re-imported
     assert all(line.startswith("ok ") for line in said[:-2])
     assert "nothing to change: the site was already up" in said
+
+
+def test_a_lost_import_is_reimported_without_rebuilding(host):
+    assert host.bootstrap()[0] == 0
+    host.set(images=[])  # e.g. `microk8s reset`
+    assert host.bootstrap()[0] == 0
+    assert host.state()["builds"] == 1
+    assert host.mutating().count(f"microk8s ctr image import {host.server_archive}") == 2
+
+
+def test_a_prebuilt_archive_is_imported_instead_of_building(host, tmp_path):
+    archive = tmp_path / "prebuilt.tar"
+    host.set(built=[SERVER])
+    subprocess.run(["buildah", "push", SERVER, f"docker-archive:{archive}:{SERVER}"], check=True)
+    host.set(built=[])
+    code, said = host.bootstrap(server_archive=archive)
+    assert code == 0, "\n".join(said)
+    assert f"microk8s ctr image import {archive}" in host.mutating()
+    assert not any(c.startswith(("buildah build", "apt-get")) for c in host.calls())
+
+
+def test_an_archive_without_the_reference_stops_before_the_deploy(host, tmp_path):
+    archive = tmp_path / "other.tar"
+    host.set(built=["localhost/defect-server:0.0.1"])
+    subprocess.run(["buildah", "push", "localhost/defect-server:0.0.1", f"docker-archive:{archive}:x/y:1"], check=True)
+    code, said = host.bootstrap(server_archive=archive)
+    assert code == 1
+    failure = next(line for line in said if line.startswith("FAILED"))
+    assert failure.startswith(f"FAILED   server image {SERVER}") and f"must hold {SERVER}" in failure
+    assert not any(c.startswith("juju deploy") for c in host.calls())
 
 
 def test_overlays_are_passed_to_the_deploy(host):
@@ -53,56 +129,92 @@ def test_overlays_are_passed_to_the_deploy(host):
     assert "scratch-int8" in host.state()["apps"]
 
 
-@pytest.fixture
-def exported(host, tmp_path):
-    """A folder made by `airgap-images export` on a connected machine, then a fresh edge host."""
-    charm = tmp_path / "packed" / "onnx-model.charm"
-    charm.parent.mkdir()
-    charm.write_bytes(b"packed onnx-model")
-    host.set(snaps=["juju"])
-    airgap.export(tmp_path / "airgap", [], say=lambda _: None, charm=charm)
-    (tmp_path / "calls.log").write_text("")
-    host.set(**FRESH)  # the edge machine: nothing installed, nothing reachable but the folder
-    return tmp_path / "airgap"
-
-
-def test_an_airgapped_host_installs_everything_from_the_export(host, registry, exported):
-    code, said = host.bootstrap(airgap=exported)
+def test_another_ubuntu_packs_in_lxd_it_sets_up_itself(host):
+    host.release('ID=ubuntu\nVERSION_ID="22.04"\n')
+    code, said = host.bootstrap()
     assert code == 0, "\n".join(said)
     mutating = host.mutating()
-    # snaps from the downloaded files, after acknowledging their assertions; never the store
-    assert f"snap install {exported / 'snaps/microk8s_42.snap'} --classic" in mutating
-    assert f"snap ack {exported / 'snaps/juju_42.assert'}" in host.calls()
-    assert not any(c.startswith("snap install microk8s") or c == "snap install charmcraft --classic" for c in mutating)
-    # the registry is up and holds every image before Juju needs its own from it
-    assert "microk8s enable registry" in mutating
-    pushed = host.state()["pushed"]
-    assert pushed == (exported / "images.txt").read_text().split()
-    bootstrap = "juju bootstrap microk8s edge-microk8s --config caas-image-repo=localhost:32000/jujusolutions"
-    assert host.calls().index(bootstrap) > max(host.calls().index(f"docker push {image}") for image in pushed)
-    # our charm comes from the folder (charmcraft cannot fetch its build dependencies offline)
-    assert "charmcraft pack" not in mutating
-    assert host.charm.read_bytes() == b"packed onnx-model"
-    deploy = next(c for c in mutating if c.startswith("juju deploy"))
-    assert deploy.endswith(f"--overlay {ROOT / 'overlays/airgapped.yaml'} --overlay {exported / 'charms.yaml'}")
+    assert mutating.index("snap install lxd") < mutating.index("lxd init --auto") < mutating.index("charmcraft pack")
+    assert "charmcraft pack --destructive-mode" not in mutating
 
 
-def test_an_airgapped_second_run_changes_nothing(host, registry, exported):
-    assert host.bootstrap(airgap=exported)[0] == 0
-    before = len(host.mutating())
-    code, said = host.bootstrap(airgap=exported)
-    assert code == 0
-    assert len(host.mutating()) == before
-    assert "nothing to change: the site was already up" in said
+# --- the fakes refuse what the real tools refuse ------------------------------------------
+
+
+def test_fake_juju_cannot_bootstrap_the_builtin_cloud_on_classic_microk8s(host):
+    host.set(snaps={"microk8s": {"channel": "1.28/stable", "classic": True}, "juju": {"channel": "3.6/stable"}})
+    (host.home / ".local/share").mkdir(parents=True)
+    out = fake(host, "juju", "bootstrap", "microk8s", "c", user=USER)
+    assert out.returncode == 1 and "can only work with strictly confined microk8s" in out.stderr
+
+
+def test_fake_juju_needs_local_share_first(host):
+    host.set(snaps={"juju": {"channel": "3.6/stable"}})
+    out = fake(host, "juju", "show-controller", "x", user=USER)
+    assert out.returncode == 1 and ".local/share: permission denied" in out.stderr
+
+
+def test_fake_juju_add_k8s_needs_a_kubeconfig_client_and_storage(host):
+    host.set(snaps={"juju": {"channel": "3.6/stable"}, "microk8s": {"channel": "1.28/stable", "classic": True}})
+    (host.home / ".local/share").mkdir(parents=True)
+    kubeconfig = "clusters: [{name: microk8s-cluster}]\n"
+    assert "No k8s cluster definitions" in fake(host, "juju", "add-k8s", "k", "--client", user=USER).stderr
+    assert "use --client" in fake(host, "juju", "add-k8s", "k", user=USER, stdin=kubeconfig).stderr
+    assert (
+        "No recommended storage" in fake(host, "juju", "add-k8s", "k", "--client", user=USER, stdin=kubeconfig).stderr
+    )
+
+
+def test_fake_snap_wants_classic_for_classic_microk8s(host):
+    out = fake(host, "snap", "install", "microk8s", "--channel=1.28/stable")
+    assert out.returncode == 1 and "repeat the command including --classic" in out.stderr
+    assert fake(host, "snap", "install", "microk8s", "--channel=1.28-strict/stable").returncode == 0
+    assert "snap_microk8s" in host.state()["unix_groups"]
+
+
+def test_fake_charmcraft_refuses_a_pack_without_lxd_and_a_foreign_base(host):
+    cwd = os.getcwd()
+    os.chdir(ROOT / "charms/onnx-model")
+    try:
+        assert "LXD is required, but not installed" in fake(host, "charmcraft", "pack").stderr
+        host.release('ID=ubuntu\nVERSION_ID="22.04"\n')
+        out = fake(host, "charmcraft", "pack", "--destructive-mode")
+        assert "Ubuntu 24.04 builds cannot be performed on this Ubuntu 22.04 system" in out.stderr
+    finally:
+        os.chdir(cwd)
+    assert not list((ROOT / "charms/onnx-model").glob("onnx-model_*.charm"))
+
+
+def test_fake_ctr_refuses_a_missing_or_foreign_archive(host, tmp_path):
+    host.set(snaps={"microk8s": {"channel": "1.28/stable", "classic": True}})
+    out = fake(host, "microk8s", "ctr", "image", "import", str(tmp_path / "missing.tar"))
+    assert out.returncode == 1 and "no such file or directory" in out.stderr
+    (tmp_path / "junk.tar").write_bytes(b"not a tar")
+    assert (
+        "unrecognized image format"
+        in fake(host, "microk8s", "ctr", "image", "import", str(tmp_path / "junk.tar")).stderr
+    )
+
+
+def test_fake_juju_never_settles_when_a_pod_image_was_not_imported(host):
+    assert host.bootstrap()[0] == 0
+    host.set(images=[], settled=False)  # the server image gone, no registry has localhost/...
+    out = fake(host, *WAIT.split()[:5], user=USER)
+    assert out.returncode == 1 and f"scratch: ImagePullBackOff: {SERVER}" in out.stderr
 
 
 @pytest.mark.parametrize(
     "fail, step, hint",
     [
-        ("juju bootstrap", "controller edge-microk8s", "usermod -a -G microk8s"),
-        ("charmcraft pack", "onnx-model charm packed", "lxd init --auto"),
+        ("juju bootstrap", "controller edge-microk8s (as edge)", "juju kill-controller"),
+        (
+            "charmcraft pack",
+            "onnx-model charm packed on this ubuntu@24.04 host (--destructive-mode)",
+            "onnx-model.charm",
+        ),
         ("juju deploy", "bundle deployed", "juju debug-log"),
         ("microk8s enable hostpath-storage", "addons dns hostpath-storage", "microk8s inspect"),
+        ("buildah build", f"server image {SERVER} in MicroK8s (built)", "microk8s ctr images ls"),
     ],
 )
 def test_a_failing_step_stops_with_what_to_do(host, fail, step, hint):
@@ -112,13 +224,86 @@ def test_a_failing_step_stops_with_what_to_do(host, fail, step, hint):
     failure = next(line for line in said if line.startswith("FAILED"))
     assert failure.startswith(f"FAILED   {step}: `{fail}")
     assert "something broke" in failure and hint in failure
-    later = {"bundle deployed": "juju wait-for", "controller edge-microk8s": "juju add-model"}
-    if step in later:
-        assert not any(c.startswith(later[step]) for c in host.calls())
+    assert not any(c.startswith("juju wait-for") for c in host.calls())
 
 
 def test_a_stale_charm_is_packed_again(host):
     assert host.bootstrap()[0] == 0
     os.utime(host.charm, (1, 1))  # older than the charm's sources
     host.bootstrap()
-    assert host.mutating().count("charmcraft pack") == 2
+    assert host.mutating().count("charmcraft pack --destructive-mode") == 2
+
+
+def test_preflight_refuses_arm64_and_non_root():
+    assert "amd64 only" in bootstrap.preflight(0, "aarch64")
+    assert "sudo" in bootstrap.preflight(1000, "x86_64")
+    assert bootstrap.preflight(0, "x86_64") is None
+
+
+def test_the_command_refuses_a_missing_archive_naming_the_flag(tmp_path):
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "scripts/bootstrap-edge-site"), "--server-image-archive", str(tmp_path / "x.tar")],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 2 and f"--server-image-archive {tmp_path / 'x.tar'}: no such file" in out.stderr
+
+
+# --- air-gapped ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def exported(host, tmp_path):
+    """A folder made by `airgap-images export` on a connected machine, then a fresh offline edge host."""
+    charm = tmp_path / "packed" / "onnx-model.charm"
+    charm.parent.mkdir()
+    charm.write_bytes(b"packed onnx-model")
+    host.set(snaps={"juju": {"channel": "3.6/stable"}})
+    airgap.export(tmp_path / "airgap", [ROOT / "overlays/second-model.yaml"], say=lambda _: None, charm=charm)
+    (tmp_path / "calls.log").write_text("")
+    host.set(**{**FRESH, "online": False})  # the edge machine: nothing installed, nothing reachable but the folder
+    return tmp_path / "airgap"
+
+
+def test_an_airgapped_host_installs_everything_from_the_export(host, registry, exported):
+    code, said = host.bootstrap(airgap=exported, overlays=[ROOT / "overlays/second-model.yaml"])
+    assert code == 0, "\n".join(said)
+    mutating, calls = host.mutating(), host.calls()
+    # snaps from the downloaded files, after acknowledging their assertions; never the store
+    assert f"snap install {exported / 'snaps/microk8s_42.snap'} --classic" in mutating
+    assert f"snap ack {exported / 'snaps/juju_42.assert'}" in calls
+    # MicroK8s' own images side-loaded before any add-on starts; no docker anywhere
+    first_enable = calls.index("microk8s enable dns")
+    for image in airgap.MICROK8S_IMAGES:
+        entry = exported / airgap.archive_name(image)
+        assert calls.index(f"microk8s ctr image import {entry}") < first_enable
+    assert not any(c.startswith("docker") for c in calls)
+    # the registry's share pushed from containerd before Juju needs its own images from it
+    bootstrap_call = "juju bootstrap edge-microk8s edge-microk8s --config caas-image-repo=localhost:32000/jujusolutions"
+    pushes = [i for i, c in enumerate(calls) if c.startswith("microk8s ctr image push --plain-http")]
+    assert pushes and calls.index(bootstrap_call) > max(pushes)
+    # the server image from the export, never built offline; our charm from the folder
+    assert not any(c.startswith(("buildah", "charmcraft", "apt-get")) for c in calls)
+    assert SERVER in host.state()["images"]
+    assert host.charm.read_bytes() == b"packed onnx-model"
+    deploy = next(c for c in mutating if c.startswith("juju deploy"))
+    assert deploy.endswith(f"--overlay {ROOT / 'overlays/airgapped.yaml'} --overlay {exported / 'charms.yaml'}")
+    assert host.state()["settled"]  # every pod of every application found its image offline
+
+
+def test_an_airgapped_second_run_changes_nothing(host, registry, exported):
+    overlays = [ROOT / "overlays/second-model.yaml"]
+    assert host.bootstrap(airgap=exported, overlays=overlays)[0] == 0
+    before = len(host.mutating())
+    code, said = host.bootstrap(airgap=exported, overlays=overlays)
+    assert code == 0
+    assert len(host.mutating()) == before
+    assert "nothing to change: the site was already up" in said
+
+
+def test_an_airgapped_export_missing_an_image_stops_at_the_side_load(host, registry, exported):
+    (exported / airgap.archive_name("docker.io/calico/node:v3.25.1")).unlink()
+    code, said = host.bootstrap(airgap=exported)
+    assert code == 1
+    failure = next(line for line in said if line.startswith("FAILED"))
+    assert "no such file or directory" in failure and "airgap-images export" in failure
