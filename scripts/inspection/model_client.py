@@ -87,9 +87,9 @@ class ModelClient:
 
     def check(self) -> None:
         """Before watching: is there a model of that name at that URL? GET /api/v1.0/metadata is
-        served by Seldon's executor in a pod (SeldonIO/seldon-core v1.17.1,
-        executor/api/rest/server.go: graphMetadata) and by the Python wrapper the local site runs,
-        both reached through the gateway's /model/<name>/ rewrite."""
+        served by the Seldon Python wrapper itself (SeldonIO/seldon-core v1.17.1,
+        python/seldon_core/wrapper.py), which the pod's Service reaches directly (no executor:
+        seldon.io/no-engine) and the local site runs, through the gateway's /model/<name>/ rewrite."""
         url = f"{self.base}/api/v1.0/metadata"
         try:
             resp = self.session.get(url, timeout=self.timeout)
