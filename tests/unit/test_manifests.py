@@ -164,6 +164,12 @@ def test_pod_runs_non_root_with_read_only_root_filesystem():
     assert {"name": "tmp", "mountPath": "/tmp"} in c["volumeMounts"]
 
 
+def test_a_crash_leaves_its_last_log_lines_for_the_status_to_quote():
+    # Without it kubelet keeps an empty termination message for a server that dies on start,
+    # and the charm's CrashLoopBackOff status could give only the exit code.
+    assert container(sdep_and_vs({})[0])["terminationMessagePolicy"] == "FallbackToLogsOnError"
+
+
 def test_s3_credentials_are_referenced_never_inlined():
     sdep, _ = sdep_and_vs({**S3, "s3-endpoint": "http://minio:9000", "s3-credentials": "SECRET-OBJECT"})
     env = {e["name"]: e for e in container(sdep)["env"]}

@@ -190,6 +190,9 @@ def _pod_spec(app: str, model_name: str, cfg: ModelConfig) -> dict[str, Any]:
                 "name": CONTAINER,
                 "image": cfg.server_image,
                 "imagePullPolicy": "IfNotPresent",
+                # A crash's last log lines become the termination message, which the charm's
+                # status quotes (serving_status: CrashLoopBackOff); core/v1 Container.
+                "terminationMessagePolicy": "FallbackToLogsOnError",
                 "env": env,
                 "ports": [
                     {"name": "http", "containerPort": MODEL_PORT, "protocol": "TCP"},
