@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import resource
 import socket
 import tempfile
 import time
@@ -26,6 +27,7 @@ from .shell import ROOT, StepFailed, run
 
 PHOTOS = ROOT / "tests" / "data" / "metal-tags" / "images"
 CARD = ROOT / "models" / "scratch-detector" / "model.yaml"
+PODINFO_MOUNT = ("/etc", "/etc/podinfo")  # the mount point and its parent, made by the runtime
 DEFAULT_ANNOTATIONS = {"seldon.io/rest-timeout": "30000"}  # the charm's (manifests.py)
 
 
@@ -41,6 +43,38 @@ def default_parameters(variant: str = "int8") -> list[dict[str, str]]:
         "model_name": "scratch",
     }
     return [{"name": k, "type": "STRING", "value": v} for k, v in values.items()]
+
+
+def scratched_photo() -> Path:
+    """The dataset's photo with the most labelled scratches (tests/data/metal-tags, COCO)."""
+    coco = json.loads((PHOTOS.parent / "annotations.json").read_text())
+    counts: dict[int, int] = {}
+    for a in coco["annotations"]:
+        counts[a["image_id"]] = counts.get(a["image_id"], 0) + 1
+    best = max(coco["images"], key=lambda i: (counts.get(i["id"], 0), i["file_name"]))
+    return PHOTOS / best["file_name"]
+
+
+def runtime_args() -> list[str]:
+    """podman's global options from DEFECT_IMAGE_RUNTIME / DEFECT_IMAGE_CGROUP_MANAGER.
+
+    crun refuses a host with hybrid cgroups (v1 controllers beside an empty v2 tree: some VMs
+    and CI containers); runc with the cgroupfs manager runs there.
+    """
+    args = []
+    if os.environ.get("DEFECT_IMAGE_RUNTIME"):
+        args += ["--runtime", os.environ["DEFECT_IMAGE_RUNTIME"]]
+    if os.environ.get("DEFECT_IMAGE_CGROUP_MANAGER"):
+        args += ["--cgroup-manager", os.environ["DEFECT_IMAGE_CGROUP_MANAGER"]]
+    return args
+
+
+def ulimit_args() -> list[str]:
+    """Limits at or below this process's own: podman's defaults (nofile 1048576, nproc) need
+    CAP_SYS_RESOURCE, which a VM or CI container may not grant (crun: setrlimit not permitted)."""
+    nofile = min(resource.getrlimit(resource.RLIMIT_NOFILE)[0], 16384)
+    nproc = min(resource.getrlimit(resource.RLIMIT_NPROC)[0], 4096)
+    return ["--ulimit", f"nofile={nofile}:{nofile}", "--ulimit", f"nproc={nproc}:{nproc}"]
 
 
 def _free_port() -> int:
@@ -69,7 +103,7 @@ class Container:
         return f"http://127.0.0.1:{self.http_port}"
 
     def podman(self, *args: str, check: bool = True, timeout: float = 300):
-        return run("podman", *storage_args("podman"), *args, check=check, timeout=timeout)
+        return run("podman", *storage_args("podman"), *runtime_args(), *args, check=check, timeout=timeout)
 
     def start(self) -> Container:
         self._podinfo = tempfile.TemporaryDirectory(prefix="podinfo-")
@@ -86,7 +120,7 @@ class Container:
             "INCLUDE_METRICS_IN_CLIENT_RESPONSE": "false",
             **self.env,
         }
-        cmd = ["run", "--detach", "--name", self.name, "--network", "host", "--cap-drop", "ALL"]
+        cmd = ["run", "--detach", "--name", self.name, "--network", "host", *ulimit_args(), "--cap-drop", "ALL"]
         cmd += ["--security-opt", "no-new-privileges", "-v", f"{self._podinfo.name}:/etc/podinfo:ro"]
         if self.read_only:
             cmd += ["--read-only", "--read-only-tmpfs=false", "--tmpfs", "/tmp:rw,size=64m,mode=1777"]
@@ -127,14 +161,33 @@ class Container:
             return json.loads(resp.read())
 
     def processes(self) -> list[tuple[int, str]]:
-        """(uid, command) of every process in the container."""
-        out = self.podman("top", self.name, "uid", "args").stdout.splitlines()[1:]
-        return [(int(line.split(None, 1)[0]), line.split(None, 1)[1]) for line in out if line.strip()]
+        """(uid, command) of every process in the container, read from the host's /proc.
+
+        The container's processes are those in its pid namespace; `podman top` would need `ps`
+        inside the image with some runtimes, and the image has none.
+        """
+        pid = self.podman("inspect", "--format", "{{.State.Pid}}", self.name).stdout.strip()
+        namespace = os.readlink(f"/proc/{pid}/ns/pid")
+        found = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                if os.readlink(f"/proc/{entry}/ns/pid") != namespace:
+                    continue
+                status = Path(f"/proc/{entry}/status").read_text()
+                command = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+            except OSError:
+                continue  # gone meanwhile
+            uid = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("Uid:"))
+            found.append((uid, command))
+        return found
 
     def changed_paths(self) -> list[str]:
-        """What the container changed in its image's filesystem (`podman diff`)."""
+        """What the container changed in its image's filesystem (`podman diff`), less the mount
+        point the runtime itself creates for /etc/podinfo (as the kubelet does in a pod)."""
         out = self.podman("diff", self.name).stdout.splitlines()
-        return [line.split(None, 1)[1] for line in out if line.strip()]
+        return [p for p in (line.split(None, 1)[1] for line in out if line.strip()) if p not in PODINFO_MOUNT]
 
     def stop(self) -> None:
         self.podman("rm", "--force", "--time", "5", self.name, check=False)
@@ -169,8 +222,10 @@ class CheckResult:
 
 def run_check(reference: str, photo: Path | None = None, parameters: list[dict[str, str]] | None = None) -> CheckResult:
     """Start the image as a pod would, wait until ready, predict one photo; StepFailed says what failed."""
-    photo = photo or sorted(PHOTOS.glob("*.jpg"))[0]
+    photo = photo or scratched_photo()
     with Container(reference, parameters or default_parameters()) as box:
         ready_s = box.wait_ready()
         prediction = box.predict(photo)
-        return CheckResult(reference, ready_s, photo.name, prediction, [u for u, _ in box.processes()], box.changed_paths())
+        return CheckResult(
+            reference, ready_s, photo.name, prediction, [u for u, _ in box.processes()], box.changed_paths()
+        )

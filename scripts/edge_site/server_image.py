@@ -152,8 +152,10 @@ def build(base: str | None = None, builder: str | None = None, say: Callable[[st
         }
         cmd = [tool, *storage_args(tool)]
         cmd += ["bud"] if tool == "buildah" else ["build"]
-        if tool != "docker":
-            cmd += ["--layers"]  # reuse the dependency layer when only the code changed
+        if tool != "docker" and os.environ.get("DEFECT_IMAGE_STORAGE_DRIVER") != "vfs":
+            # Reuse the dependency layer when only the code changed. Not on vfs, where every
+            # step's layer is a full copy of the tree (minutes each); pip's cache still applies.
+            cmd += ["--layers"]
         cmd += ["--build-arg", f"BASE={base}", "-f", str(context / "models/server/Containerfile"), "-t", ref]
         for key, value in labels.items():
             cmd += ["--label", f"{key}={value}"]
@@ -175,7 +177,12 @@ def pip_args(tool: str) -> list[str]:
     if bundle:
         if not Path(bundle).is_file():
             raise StepFailed(f"CA bundle {bundle} (DEFECT_IMAGE_CA_BUNDLE or PIP_CERT) is not a file")
-        args += ["--volume", f"{Path(bundle).resolve()}:/run/host-ca.pem:ro", "--build-arg", "PIP_CERT=/run/host-ca.pem"]
+        args += [
+            "--volume",
+            f"{Path(bundle).resolve()}:/run/host-ca.pem:ro",
+            "--build-arg",
+            "PIP_CERT=/run/host-ca.pem",
+        ]
     if os.environ.get("PIP_INDEX_URL"):
         args += ["--build-arg", f"PIP_INDEX_URL={os.environ['PIP_INDEX_URL']}"]
     return args

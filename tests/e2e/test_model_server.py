@@ -233,7 +233,11 @@ def test_limits_are_configurable_and_checked_before_decoding(synthetic_model, tm
 def refused(server, words: str) -> None:
     """Alive, never ready, says why on /health/status, in the log, and to a client."""
     server.wait_alive()
+    deadline = time.monotonic() + 60  # the model loads in the background: wait for its verdict
     health = requests.get(server.url + "/health/status", timeout=5)
+    while "not loaded yet" in health.text and time.monotonic() < deadline:
+        time.sleep(0.2)
+        health = requests.get(server.url + "/health/status", timeout=5)
     assert health.status_code == 503
     assert words in health.json()["status"]["info"]
     resp = predict(server, {"binData": PHOTO.b64})
@@ -435,9 +439,8 @@ def test_a_model_download_longer_than_the_pods_worker_timeout_ends_ready(tmp_pat
     import http.server
     import threading
 
-    from manifests import render
-
     from conftest import shipped_variant
+    from manifests import render
     from support.server_process import ServerProcess
 
     annotations = render("scratch", "site", {})[0]["spec"]["annotations"]

@@ -18,7 +18,7 @@ TOOLS = {  # command -> Debian package
     "skopeo": "skopeo",
     "newuidmap": "uidmap",
     "slirp4netns": "slirp4netns",
-    "crun": "crun",
+    "runc": "runc",
 }
 
 
