@@ -34,9 +34,9 @@ def main() -> int:
     missing = sorted({pkg for cmd, pkg in TOOLS.items() if not shutil.which(cmd)})
     if not missing:
         return 0
-    if os.geteuid() != 0:
-        print(f"image: missing {' '.join(missing)}; run: sudo apt-get install {' '.join(missing)}", file=sys.stderr)
-        return 1
+    if os.geteuid() != 0:  # the tests then skip, naming what is missing
+        print(f"image: missing {' '.join(missing)}; install: sudo apt-get install {' '.join(missing)}", file=sys.stderr)
+        return 0
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
     unknown = [pkg for pkg in missing if candidate(pkg) == "(none)"]
