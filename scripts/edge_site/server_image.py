@@ -91,6 +91,8 @@ def choose_builder(builder: str | None = None) -> str:
             raise StepFailed(f"builder {builder!r}: use one of {', '.join(BUILDERS)}")
         if not shutil.which(builder):
             raise StepFailed(f"builder {builder!r} is not installed; apt-get install {builder}")
+        if builder == "docker" and run("docker", "info", check=False, timeout=60).returncode != 0:
+            raise StepFailed("docker is installed but its daemon does not answer (`docker info`); use buildah or podman")
         return builder
     for name in BUILDERS:
         if not shutil.which(name):
@@ -190,8 +192,9 @@ def pip_args(tool: str) -> list[str]:
 
 def _stream(cmd: list[str], say: Callable[[str], object]) -> int:
     """Run a long build, passing its output on line by line (a build is minutes of silence otherwise)."""
+    env = {**os.environ, "DOCKER_BUILDKIT": "1"}  # docker: the recipe's RUN --mount needs BuildKit
     try:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     except FileNotFoundError:
         raise StepFailed(f"`{cmd[0]}` is not installed") from None
     assert proc.stdout is not None
