@@ -92,7 +92,7 @@ def choose_builder(builder: str | None = None) -> str:
         if not shutil.which(builder):
             raise StepFailed(f"builder {builder!r} is not installed; apt-get install {builder}")
         if builder == "docker" and run("docker", "info", check=False, timeout=60).returncode != 0:
-            raise StepFailed("docker is installed but its daemon does not answer (`docker info`); use buildah or podman")
+            raise StepFailed("docker is installed but its daemon does not answer (`docker info`); use buildah/podman")
         return builder
     for name in BUILDERS:
         if not shutil.which(name):
