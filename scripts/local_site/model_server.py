@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,7 @@ from .venvs import ROOT, server_python
 
 INTERFACE = "defect_server.seldon_model.DefectModel"
 GUARD = Path(__file__).resolve().parent / "guard.py"
+LAUNCHER = Path(__file__).resolve().parent / "seldon_launcher.py"
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -47,6 +49,9 @@ class ServerProcess:
     grpc_port: int = field(default_factory=free_port)
     metrics_port: int = field(default_factory=free_port)
     python: Path | None = None  # the server venv's interpreter; default: scripts/server-venv's
+    # The SeldonDeployment's annotations, as the pod's /etc/podinfo/annotations gives them to the
+    # wrapper (e.g. seldon.io/rest-timeout: gunicorn's worker timeout); see seldon_launcher.py.
+    annotations: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen | None = None
 
     @property
@@ -62,10 +67,13 @@ class ServerProcess:
             "INCLUDE_METRICS_IN_CLIENT_RESPONSE": "false",
             **self.env,
         }
+        wrapper = [str(python.parent / "seldon-core-microservice")]
+        if self.annotations:
+            wrapper = [str(python), str(LAUNCHER), str(self._annotations_file())]
         cmd = [
             str(python),
             str(GUARD),
-            str(python.parent / "seldon-core-microservice"),
+            *wrapper,
             INTERFACE,
             "--http-port", str(self.http_port),
             "--grpc-port", str(self.grpc_port),
@@ -78,6 +86,13 @@ class ServerProcess:
         with open(self.log_path or os.devnull, "a") as log:
             self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         return self
+
+    def _annotations_file(self) -> Path:
+        """The downward API's format: one ``key="value"`` per line."""
+        folder = self.log_path.parent if self.log_path else Path(tempfile.mkdtemp(prefix="podinfo-"))
+        path = folder / f"annotations-{self.http_port}"
+        path.write_text("".join(f"{key}={json.dumps(value)}\n" for key, value in self.annotations.items()))
+        return path
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

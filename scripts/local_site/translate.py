@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-IMAGE_MODEL_ROOT = "/opt/models/"  # where the server image keeps its models (Dockerfile)
+IMAGE_MODEL_ROOT = "/opt/models/"  # where the server image keeps its models (models/server/Containerfile)
 
 
 class Untranslatable(ValueError):

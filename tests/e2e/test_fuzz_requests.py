@@ -32,6 +32,7 @@ FUZZ = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.data_too_large],
 )
 JPEG = photos()[0].path.read_bytes()
+NESTED = '{"jsonData": ' + "[" * 5000 + "]" * 5000 + "}"  # past Python's json recursion limit
 SMALL = io.BytesIO()
 Image.open(photos()[0].path).resize((45, 30)).save(SMALL, format="PNG")
 PNG = SMALL.getvalue()
@@ -78,6 +79,7 @@ arrays = st.recursive(pixel, lambda c: st.lists(c, max_size=5), max_leaves=60)
 bodies = st.one_of(
     json_values.map(json.dumps),
     st.builds(lambda d: json.dumps({"binData": b64(d)}), image_bytes),
+    st.builds(lambda m: json.dumps({"binData": b64(JPEG), "meta": m}), json_values),
     st.builds(lambda d: json.dumps({"jsonData": {"image": b64(d)}}), image_bytes),
     st.builds(lambda v: json.dumps({"binData": v}), json_values),
     st.builds(lambda v: json.dumps({"jsonData": v}), json_values),
@@ -92,6 +94,8 @@ bodies = st.one_of(
             "",
             "{",
             "null",
+            NESTED,
+            '{"data": ' + "{" * 3000 + "}" * 3000 + "}",
         ]
     ),
     st.binary(max_size=300).map(lambda b: b.decode("latin-1")),
@@ -136,6 +140,26 @@ def test_the_server_never_fails_on_any_body(synthetic_server, boots_before, body
 def test_the_gateway_never_fails_on_any_body(fuzz_site, body, path):
     check(requests.post(f"{fuzz_site.url}/model/scratch/{path}", data=body.encode("utf-8", "surrogatepass"),
                         headers={"Content-Type": "application/json"}, timeout=20))  # fmt: skip
+
+
+@FUZZ
+@given(meta=json_values.filter(lambda m: not isinstance(m, dict)))
+def test_a_meta_that_is_not_an_object_is_a_400_naming_it(synthetic_server, fuzz_site, meta):
+    """A good image beside a `meta` of the wrong type (openapi.yaml: an object) is refused, both ways in."""
+    body = json.dumps({"binData": b64(JPEG), "meta": meta})
+    for url in (synthetic_server.url, f"{fuzz_site.url}/model/scratch"):
+        resp = requests.post(f"{url}/api/v0.1/predictions", data=body, headers={"Content-Type": "application/json"},
+                             timeout=20)  # fmt: skip
+        assert resp.status_code == 400, resp.text[:300]
+        assert resp.json()["status"]["info"].startswith("meta: must be an object"), resp.text[:300]
+
+
+@pytest.mark.parametrize("path", ["api/v0.1/predictions", "api/v1.0/predictions", "predict", "api/v0.1/feedback"])
+def test_json_nested_5000_levels_is_a_400_through_the_gateway(fuzz_site, path):
+    resp = requests.post(f"{fuzz_site.url}/model/scratch/{path}", data=NESTED,
+                         headers={"Content-Type": "application/json"}, timeout=20)  # fmt: skip
+    assert resp.status_code == 400, resp.text[:300]
+    assert "nested too deeply" in resp.json()["status"]["info"]
 
 
 def test_no_worker_died_and_the_server_still_answers(synthetic_server, fuzz_site, boots_before):

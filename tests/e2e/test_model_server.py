@@ -233,7 +233,11 @@ def test_limits_are_configurable_and_checked_before_decoding(synthetic_model, tm
 def refused(server, words: str) -> None:
     """Alive, never ready, says why on /health/status, in the log, and to a client."""
     server.wait_alive()
+    deadline = time.monotonic() + 60  # the model loads in the background: wait for its verdict
     health = requests.get(server.url + "/health/status", timeout=5)
+    while "not loaded yet" in health.text and time.monotonic() < deadline:
+        time.sleep(0.2)
+        health = requests.get(server.url + "/health/status", timeout=5)
     assert health.status_code == 503
     assert words in health.json()["status"]["info"]
     resp = predict(server, {"binData": PHOTO.b64})
@@ -406,3 +410,108 @@ def test_a_store_that_comes_back_is_retried_until_the_model_serves(synthetic_mod
         assert detections(predict(server, {"binData": PHOTO.b64}))
     finally:
         server.stop()
+
+
+# --- bodies the wrapper cannot parse, envelopes of the wrong type ----------------------
+
+NESTED = '{"jsonData": ' + "[" * 5000 + "]" * 5000 + "}"
+FEEDBACK_PATHS = ["/api/v0.1/feedback", "/api/v1.0/feedback"]
+
+
+@pytest.mark.parametrize("path", [*PREDICT_PATHS, *FEEDBACK_PATHS])
+def test_json_nested_5000_levels_deep_is_a_400_naming_the_problem(synthetic_server, path):
+    """Python's json gives up past ~1000 levels with a RecursionError the wrapper answered as a 500."""
+    resp = predict(synthetic_server, NESTED, path)
+    assert resp.status_code == 400, resp.text[:300]
+    conforms(resp.json(), "ErrorResponse")
+    assert "nested too deeply" in resp.json()["status"]["info"]
+    assert "Traceback" not in resp.text and "recursion" not in resp.text
+
+
+def test_nested_json_in_the_wrappers_form_field_is_a_400_too(synthetic_server):
+    """The wrapper also reads a `json` form field (seldon_core/flask_utils.py: get_request)."""
+    resp = requests.post(synthetic_server.url + "/api/v0.1/predictions", data={"json": NESTED}, timeout=30)
+    assert resp.status_code == 400, resp.text[:300]
+    assert "nested too deeply" in resp.json()["status"]["info"]
+    # and the worker that answered is still serving
+    assert detections(predict(synthetic_server, {"binData": PHOTO.b64}))
+
+
+@pytest.mark.parametrize(
+    ("meta", "field"),
+    [("oops", "meta"), ([1], "meta"), (None, "meta"), ({"tags": "line-3"}, "meta.tags"), ({"puid": 7}, "meta.puid")],
+)
+def test_a_meta_of_the_wrong_type_is_a_400_naming_it(synthetic_server, meta, field):
+    """openapi.yaml: `meta` is an object (Seldon's Meta); a good image beside a bad one is still refused."""
+    resp = predict(synthetic_server, {"binData": PHOTO.b64, "meta": meta})
+    assert resp.status_code == 400, resp.text[:300]
+    conforms(resp.json(), "ErrorResponse")
+    assert resp.json()["status"]["info"].startswith(f"{field}: must be"), resp.json()
+
+
+def test_a_seldon_meta_object_is_accepted(synthetic_server):
+    meta = {"puid": "a1b2", "tags": {"line": "3"}, "routing": {}, "requestPath": {}, "metrics": []}
+    assert detections(predict(synthetic_server, {"binData": PHOTO.b64, "meta": meta}))
+
+
+# --- a download slower than the pod's worker timeout ---------------------------------
+
+
+def test_a_model_download_longer_than_the_pods_worker_timeout_ends_ready(tmp_path):
+    """The pod's `seldon.io/rest-timeout` (from render()) is gunicorn's worker timeout in the wrapper
+    (seldon_core/microservice.py, v1.17.1); a 60 s download must not get the worker killed."""
+    import http.server
+    import threading
+
+    from conftest import shipped_variant
+    from manifests import render
+    from support.server_process import ServerProcess
+
+    annotations = render("scratch", "site", {})[0]["spec"]["annotations"]
+    worker_timeout = int(annotations["seldon.io/rest-timeout"]) / 1000
+    download_s = 2 * worker_timeout
+    model, sha = shipped_variant("int8")
+    data = model.read_bytes()
+    steps = 120
+
+    class Trickle(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            size = -(-len(data) // steps)
+            try:
+                for i in range(0, len(data), size):
+                    time.sleep(download_s / steps)
+                    self.wfile.write(data[i : i + size])
+            except OSError:
+                pass
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Trickle)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{httpd.server_address[1]}/model-int8.onnx"
+    params = {"model_uri": url, "model_sha256": sha, "model_name": "scratch", "download_timeout_s": 4 * download_s}
+    server = ServerProcess(params, annotations=annotations, log_path=tmp_path / "server.log")
+    started = time.monotonic()
+    server.start()
+    try:
+        server.wait_alive(timeout=60)
+        boots = server.log_tail(10_000_000).count("Booting worker")
+        health = requests.get(server.url + "/health/status", timeout=5)
+        assert health.status_code == 503 and "not loaded yet" in health.json()["status"]["info"], health.text
+        early = predict(server, {"binData": PHOTO.b64})
+        assert early.status_code == 503, early.text
+        assert early.json()["status"]["reason"] == "MODEL_NOT_READY" and "Traceback" not in early.text
+        server.wait_ready(timeout=3 * download_s)
+        took = time.monotonic() - started
+        log = server.log_tail(10_000_000)
+        assert f"'timeout': {int(worker_timeout)}," in log, "the pod's worker timeout was not in force"
+        assert took > worker_timeout * 1.5, f"the download took only {took:.0f}s"
+        assert "WORKER TIMEOUT" not in log and log.count("Booting worker") == boots, log[-3000:]
+        assert predict(server, {"binData": PHOTO.b64}).json()["jsonData"]["model"]["sha256"] == sha
+    finally:
+        server.stop()
+        httpd.shutdown()

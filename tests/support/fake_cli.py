@@ -11,6 +11,7 @@ Every refusal below names the upstream source that decides it. The rules are the
 bootstrap that skips a step the real tools need fails here as it would on a real host.
 """
 
+import hashlib
 import io
 import json
 import os
@@ -421,16 +422,25 @@ elif name == "lxc" and args[:3] == ["profile", "show", "default"]:
 # --- image tools ---------------------------------------------------------------------------
 
 elif name in ("buildah", "podman"):
-    if args[:1] == ["inspect"]:
+    if args[:1] == ["--storage-driver"]:  # a global option of both (containers-storage.conf(5))
+        args = args[2:]
+    if args[:1] == ["inspect"] or args[:2] == ["image", "inspect"]:
         ref = args[-1]
-        done(
-            code=0 if ref in state["built"] else 125,
-            err="" if ref in state["built"] else f"Error: {ref}: image not known\n",
-        )
-    if args[:1] == ["build"]:
+        if ref not in state["built"]:  # buildah inspect / podman image inspect of an unknown image
+            done(code=125, err=f"Error: {ref}: image not known\n")
+        fmt = opt("--format") or ""
+        labels = state.get("labels", {}).get(ref, {})
+        if "Labels" in fmt:  # {{index .OCIv1.Config.Labels "KEY"}}: "<no value>" when unset, as Go templates print
+            key = fmt.split('"')[1]
+            done(labels.get(key, "<no value>") + "\n")
+        done(f"sha256:{hashlib.sha256(ref.encode()).hexdigest()}\n")
+    if args[:1] in (["build"], ["bud"]):  # `buildah bud` is buildah's name for `build`
         if not Path(opt("-f")).is_file():
             refuse(f"Error: no such file {opt('-f')}")
-        state["built"] += [args[i + 1] for i, a in enumerate(args) if a == "-t"]
+        tags = [args[i + 1] for i, a in enumerate(args) if a == "-t"]
+        labels = dict(args[i + 1].split("=", 1) for i, a in enumerate(args) if a == "--label")
+        state["built"] += tags
+        state.setdefault("labels", {}).update(dict.fromkeys(tags, labels))
         state["builds"] = state.get("builds", 0) + 1
         done()
     if args[:1] == ["push"]:
@@ -439,6 +449,12 @@ elif name in ("buildah", "podman"):
             refuse(f"Error: {ref}: image not known")
         _, path, tag = dest.split(":", 2)
         docker_archive(path, tag)
+        done()
+    if args[:1] == ["save"]:  # podman save --format docker-archive -o PATH REF
+        ref = args[-1]
+        if ref not in state["built"]:
+            refuse(f"Error: {ref}: image not known")
+        docker_archive(opt("-o"), ref)
         done()
 elif name == "skopeo" and args[:1] == ["copy"]:
     src = args[1].removeprefix("docker://")

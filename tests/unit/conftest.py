@@ -87,6 +87,7 @@ def host(tmp_path, monkeypatch):
                 "usermod",
                 "apt-get install",
                 "buildah build",
+                "buildah bud",
                 "juju add-k8s",
                 "juju bootstrap",
                 "juju add-model",

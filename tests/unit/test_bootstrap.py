@@ -33,7 +33,12 @@ def test_a_fresh_host_gets_every_step_in_order(host):
     host.without_builder()  # a fresh Ubuntu has no buildah
     code, said = host.bootstrap()
     assert code == 0, "\n".join(said)
-    assert host.mutating() == [
+    steps = host.mutating()
+    (build,) = [i for i, c in enumerate(steps) if c.startswith("buildah bud")]
+    # the recipe that tox -e image proves: models/server/Containerfile, tagged with the reference
+    assert "/models/server/Containerfile" in steps[build] and f" -t {SERVER} " in steps[build]
+    steps[build] = "buildah bud (the server image)"
+    assert steps == [
         "snap install microk8s --classic --channel=1.28/stable",
         f"usermod -a -G microk8s {USER}",
         "microk8s enable dns",
@@ -42,9 +47,8 @@ def test_a_fresh_host_gets_every_step_in_order(host):
         "juju add-k8s edge-microk8s --client",
         "juju bootstrap edge-microk8s edge-microk8s",
         "juju add-model kubeflow -c edge-microk8s",
-        "apt-get install -y buildah",
-        f"buildah build -f {ROOT / 'models/server/Dockerfile'} -t {SERVER} "
-        f"-t {server_image.NAME}:inputs-{server_image._inputs_digest()} {ROOT}",
+        "apt-get install -y " + " ".join(server_image.builder_packages()),
+        "buildah bud (the server image)",
         f"microk8s ctr image import {host.server_archive}",
         "snap install charmcraft --classic --channel=3.x/stable",
         "charmcraft pack --destructive-mode",  # this host is the charm's base, ubuntu@24.04
@@ -107,7 +111,7 @@ def test_a_prebuilt_archive_is_imported_instead_of_building(host, tmp_path):
     code, said = host.bootstrap(server_archive=archive)
     assert code == 0, "\n".join(said)
     assert f"microk8s ctr image import {archive}" in host.mutating()
-    assert not any(c.startswith(("buildah build", "apt-get")) for c in host.calls())
+    assert not any(c.startswith(("buildah bud", "apt-get")) for c in host.calls())
 
 
 def test_an_archive_without_the_reference_stops_before_the_deploy(host, tmp_path):
@@ -214,7 +218,7 @@ def test_fake_juju_never_settles_when_a_pod_image_was_not_imported(host):
         ),
         ("juju deploy", "bundle deployed", "juju debug-log"),
         ("microk8s enable hostpath-storage", "addons dns hostpath-storage", "microk8s inspect"),
-        ("buildah build", f"server image {SERVER} in MicroK8s (built)", "microk8s ctr images ls"),
+        ("buildah bud", f"server image {SERVER} in MicroK8s (built)", "microk8s ctr images ls"),
     ],
 )
 def test_a_failing_step_stops_with_what_to_do(host, fail, step, hint):
@@ -222,8 +226,8 @@ def test_a_failing_step_stops_with_what_to_do(host, fail, step, hint):
     code, said = host.bootstrap()
     assert code == 1
     failure = next(line for line in said if line.startswith("FAILED"))
-    assert failure.startswith(f"FAILED   {step}: `{fail}")
-    assert "something broke" in failure and hint in failure
+    assert failure.startswith(f"FAILED   {step}: ") and f"`{fail}" in failure
+    assert "something broke" in "\n".join(said) and hint in failure
     assert not any(c.startswith("juju wait-for") for c in host.calls())
 
 

@@ -142,7 +142,7 @@ def test_an_image_that_cannot_be_pulled_is_named_with_how_to_load_it(ctx, k8s, f
     rolled(ctx, k8s, V1)
     k8s.put(pods.model_pod(fixture, SHA1))
     assert status(ctx, V1) == testing.BlockedStatus(
-        f"image ghcr.io/edge-mlops/defect-server:0.1.0 cannot be pulled ({reason}): load it: "
+        f"image localhost/defect-server:0.2.0 cannot be pulled ({reason}): load it: "
         "sudo scripts/bootstrap-edge-site, or microk8s ctr image import <archive>; "
         f"or juju config {APP} server-image=<image>"
     )
@@ -306,7 +306,7 @@ def test_seldon_failed_because_of_a_pod_names_the_pods_cause(ctx, k8s):
     k8s.put(pods.model_pod("image-pull-backoff", SHA1))
     out = status(ctx, V1)
     assert out.name == "blocked"
-    assert out.message.startswith("image ghcr.io/edge-mlops/defect-server:0.1.0 cannot be pulled (ImagePullBackOff)")
+    assert out.message.startswith("image localhost/defect-server:0.2.0 cannot be pulled (ImagePullBackOff)")
 
 
 # --- the arithmetic behind "free" -----------------------------------------------------

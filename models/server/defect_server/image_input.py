@@ -54,6 +54,8 @@ def from_request(request: Any, limits: Limits, target_hw: tuple[int, int]) -> De
         )
     if len(present) > 1:
         raise BadInput("request", f"send exactly one of binData, jsonData, data; got {present}")
+    if "meta" in request:
+        check_meta(request["meta"])
     key = present[0]
     if key == "binData":
         return decode_image_bytes(_b64("binData", request["binData"], limits), limits, target_hw)
@@ -63,6 +65,29 @@ def from_request(request: Any, limits: Limits, target_hw: tuple[int, int]) -> De
             raise BadInput("jsonData", 'must be an object with "image": base64 JPEG/PNG')
         return decode_image_bytes(_b64("jsonData.image", payload["image"], limits), limits, target_hw)
     return from_ndarray(request["data"], limits)
+
+
+# Seldon's Meta message (proto/prediction.proto): the JSON type of each field it may carry.
+META_FIELDS: dict[str, tuple[type, str]] = {
+    "puid": (str, "a string"),
+    "tags": (dict, "an object"),
+    "routing": (dict, "an object"),
+    "requestPath": (dict, "an object"),
+    "metrics": (list, "an array"),
+}
+
+
+def check_meta(meta: Any) -> None:
+    """``meta`` is optional, but when sent it is a Seldon Meta object (openapi.yaml: ``meta: object``).
+
+    The model does not use it, which is why a wrong one used to pass unnoticed; a client that sends
+    ``"meta": "oops"`` has a bug it should hear about, and the executor would refuse the same message.
+    """
+    if not isinstance(meta, dict):
+        raise BadInput("meta", f"must be an object, got {_type_name(meta)}")
+    for key, (kind, name) in META_FIELDS.items():
+        if key in meta and not isinstance(meta[key], kind):
+            raise BadInput(f"meta.{key}", f"must be {name}, got {_type_name(meta[key])}")
 
 
 def _b64(field: str, value: Any, limits: Limits) -> bytes:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 import time
 from typing import Any
@@ -60,54 +61,74 @@ class DefectModel:
         self.detector: Detector | None = None
         self.not_ready_reason = "model not loaded yet"
         self.retry_seconds = float(retry_seconds)
-        self._retry_at: float | None = None  # set when the last failure may pass by itself
+        self._loader: threading.Thread | None = None
         self._load_lock = threading.Lock()
         self.model_error_handler = self._request_guard()
 
     # --- lifecycle -------------------------------------------------------------
 
     def load(self) -> None:
-        """Fetch, verify, load and warm up; on any failure stay unready and say why.
+        """Start fetching, verifying and loading the model in the background; return at once.
 
-        Raising here would make the wrapper's worker exit and restart in a
-        loop; staying up with a failing health check keeps the old pods
-        serving (the new one is never Ready) and keeps the reason visible.
+        The wrapper calls this inside gunicorn's worker boot (``seldon_core/gunicorn_utils.py:
+        UserModelApplication.load``, seldon-core v1.17.1), and the pod's ``seldon.io/rest-timeout``
+        annotation is gunicorn's worker timeout (``seldon_core/microservice.py:
+        _make_rest_server_prod``: 30000 ms -> 30 s). A download or load longer than that, done
+        here, got the worker killed and restarted forever. Readiness gates on the model instead
+        (``health_status``), and requests before then get a 503 saying what is happening.
         """
         with self._load_lock:
-            if self.detector is not None:
+            if self.detector is not None or (self._loader is not None and self._loader.is_alive()):
                 return
-            try:
-                if not self.model_uri:
-                    raise ModelRejected("model_uri is empty: set the model's URI and its sha256")
-                data = fetch_verified(self.model_uri, self.model_sha256, self.fetch_limits)
-                self.detector = Detector(data, threads=self.threads, input_size=self.input_size)
-            except ModelRejected as exc:
-                self.not_ready_reason = str(exc)
-                self._retry_at = time.monotonic() + self.retry_seconds if exc.retryable else None
-                again = f"; retrying in {self.retry_seconds:g}s" if exc.retryable else ""
-                log.error("MODEL REJECTED, not serving: %s%s", exc, again)
+            self._loader = threading.Thread(target=self._load_until_done, name="model-load", daemon=True)
+            self._loader.start()
+
+    def _load_until_done(self) -> None:
+        """Load; after a failure that may pass by itself (network, store), try again every retry_seconds.
+
+        Raising would make the wrapper's worker exit and restart in a loop; staying up with a
+        failing health check keeps the old pods serving (the new one is never Ready) and keeps
+        the reason visible.
+        """
+        while self.detector is None:
+            retryable = self._load_once()
+            if not retryable:
                 return
-            h, w = self.detector.input_hw
-            log.info(
-                "model %s version %s sha256 %s loaded: input %dx%d, classes %s, %d thread(s)",
-                self.model_name,
-                self.model_version,
-                self.model_sha256,
-                h,
-                w,
-                self.detector.names,
-                self.threads,
-            )
+            time.sleep(self.retry_seconds)
+
+    def _load_once(self) -> bool:
+        """One attempt; returns whether a failure is worth retrying."""
+        try:
+            if not self.model_uri:
+                raise ModelRejected("model_uri is empty: set the model's URI and its sha256")
+            if self.not_ready_reason == "model not loaded yet":
+                self.not_ready_reason = f"model not loaded yet: fetching {self.model_uri}"
+            data = fetch_verified(self.model_uri, self.model_sha256, self.fetch_limits)
+            self.detector = Detector(data, threads=self.threads, input_size=self.input_size)
+        except ModelRejected as exc:
+            self.not_ready_reason = str(exc)
+            again = f"; retrying in {self.retry_seconds:g}s" if exc.retryable else ""
+            log.error("MODEL REJECTED, not serving: %s%s", exc, again)
+            return exc.retryable
+        except Exception as exc:  # a bug or a broken runtime: say so instead of dying silently in a thread
+            self.not_ready_reason = f"loading the model failed: {type(exc).__name__}: {exc}"
+            log.exception("MODEL NOT LOADED, not serving")
+            return False
+        h, w = self.detector.input_hw
+        log.info(
+            "model %s version %s sha256 %s loaded: input %dx%d, classes %s, %d thread(s)",
+            self.model_name,
+            self.model_version,
+            self.model_sha256,
+            h,
+            w,
+            self.detector.names,
+            self.threads,
+        )
+        return False
 
     def health_status(self) -> dict:
-        """Ready means verified, loaded and warmed up; the readiness probe calls this.
-
-        A download that failed for a reason that may pass (a bad link, a store restarting) is
-        retried from here, in the background, so a site on a poor network heals by itself.
-        """
-        if self.detector is None and self._retry_at is not None and time.monotonic() >= self._retry_at:
-            self._retry_at = None
-            threading.Thread(target=self.load, name="model-retry", daemon=True).start()
+        """Ready means verified, loaded and warmed up; the readiness probe calls this."""
         if self.detector is None:
             raise SeldonMicroserviceException(
                 f"not ready: {self.not_ready_reason}", status_code=503, reason="MODEL_NOT_READY"
@@ -232,6 +253,39 @@ class DefectModel:
                 response.status_code = 413
                 return response
             return None
+
+        @guard.before_app_request
+        def _parse_json_body():
+            """Parse a JSON body here, once, so that one nested too deeply is a 400 naming it.
+
+            The wrapper parses bodies in ``seldon_core/flask_utils.py: get_request`` (seldon-core
+            v1.17.1), which catches only werkzeug's BadRequest: the RecursionError that Python's
+            json raises past ~1000 levels reached the catch-all handler as a 500. Flask caches what
+            is parsed here, so the wrapper's own ``request.get_json()`` does not parse it again.
+            """
+            if request.method not in ("POST", "PUT") or not request.is_json:
+                return None
+            try:
+                request.get_json(silent=True)  # malformed JSON: left to the wrapper's own 400
+            except RecursionError:
+                return _too_deep("request body")
+            return None
+
+        @guard.app_errorhandler(RecursionError)
+        def _recursion(exc: RecursionError):
+            """Any other place a request's nesting exhausts the stack (the wrapper's ``json`` form
+            field, protobuf's ParseDict of a feedback message): still the request's fault, a 400."""
+            return _too_deep(f"{request.method} {request.path}")
+
+        def _too_deep(where: str):
+            info = (
+                f"{where}: JSON is nested too deeply to parse (the server's limit is about"
+                f" {sys.getrecursionlimit()} levels); send a Seldon message such as"
+                ' {"binData": <base64 image>}'
+            )
+            response = jsonify(_status(400, "BAD_INPUT", info))
+            response.status_code = 400
+            return response
 
         return guard
 
