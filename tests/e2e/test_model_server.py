@@ -467,7 +467,7 @@ def test_a_model_download_longer_than_the_pods_worker_timeout_ends_ready(tmp_pat
     from manifests import render
     from support.server_process import ServerProcess
 
-    annotations = render("scratch", "site", {})[0]["spec"]["annotations"]
+    annotations = render("scratch", "site", {"gateway": "site/gateway"})[0]["spec"]["annotations"]
     worker_timeout = int(annotations["seldon.io/rest-timeout"]) / 1000
     download_s = 2 * worker_timeout
     model, sha = shipped_variant("int8")

@@ -52,7 +52,7 @@ def image() -> str:
 @pytest.fixture(scope="module")
 def pod_shape() -> tuple[list[dict], dict, dict]:
     """The charm's defaults: graph parameters, annotations, and the container's env."""
-    sdep = render("scratch", "site", {})[0]
+    sdep = render("scratch", "site", {"gateway": "site/gateway"})[0]
     predictor = sdep["spec"]["predictors"][0]
     container = predictor["componentSpecs"][0]["spec"]["containers"][0]
     env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
