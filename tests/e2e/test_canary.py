@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +16,7 @@ import requests
 
 from conftest import photos
 from support.site_process import SiteProcess
+from support.steady_client import SteadyClient
 from support.synthetic_yolo import build
 
 BODY = json.dumps({"binData": photos()[0].b64})
@@ -70,48 +69,6 @@ def binomial_interval(n: int, p: float, confidence: float) -> tuple[int, int]:
     return lo, hi
 
 
-class SteadyClient:
-    """A camera line calling in a loop; records which model answered each request, and every failure."""
-
-    def __init__(self, site: SiteProcess) -> None:
-        self.site = site
-        self.shas: list[str] = []
-        self.failures: list[str] = []
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self.stop.is_set() and len(self.shas) < 20000:
-            try:
-                resp = call(self.site)
-                if resp.status_code == 200:
-                    self.shas.append(resp.json()["jsonData"]["model"]["sha256"])
-                else:
-                    self.failures.append(f"{resp.status_code} {resp.text[:200]}")
-            except requests.RequestException as exc:
-                self.failures.append(repr(exc))
-
-    def __enter__(self) -> SteadyClient:
-        self.thread.start()
-        while not self.shas and not self.failures:
-            time.sleep(0.05)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop.set()
-        self.thread.join(timeout=60)
-
-    def wait_for_run(self, sha: str, length: int, timeout: float) -> None:
-        """Until the last ``length`` answers all came from ``sha``."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            tail = self.shas[-length:]
-            if len(tail) == length and set(tail) == {sha}:
-                return
-            time.sleep(0.1)
-        raise TimeoutError(f"no run of {length} answers from {sha[:7]}: last {[s[:7] for s in self.shas[-20:]]}")
-
-
 def test_binomial_interval_is_right():
     assert binomial_interval(400, 0.3, 0.999) == (91, 151)  # exact; the normal approximation gives 120 +- 30
     assert binomial_interval(10, 0.0, 0.999) == (0, 0)
@@ -162,7 +119,7 @@ def test_promote_and_abort_under_load_drop_no_request(models, verb):
     stable, canary = models["stable"][1], models["canary"][1]
     after = canary if verb == "promote" else stable
     try:
-        with SteadyClient(site) as client:
+        with SteadyClient(lambda: call(site), max_requests=20000) as client:
             site.wait_for(lambda: canary in client.shas and stable in client.shas, timeout=60)
             started = len(client.shas)
             done = site.reload_with(f"--{verb}", "scratch")

@@ -7,7 +7,6 @@ import os
 import re
 import signal
 import subprocess
-import threading
 import time
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import yaml
 from conftest import photos
 from support.server_process import ROOT
 from support.site_process import SiteProcess, processes_of_site
+from support.steady_client import SteadyClient
 from support.synthetic_yolo import build
 
 PHOTO = photos()[0]
@@ -165,42 +165,10 @@ def test_gateway_limits_the_body(site):
 # --- rolls ---------------------------------------------------------------------------
 
 
-class SteadyClient:
-    """A client calling in a loop, as a camera line would; bounded in count and time."""
-
-    def __init__(self, site: SiteProcess, max_requests: int = 3000) -> None:
-        self.site, self.max = site, max_requests
-        self.shas: list[str] = []
-        self.failures: list[str] = []
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self.stop.is_set() and len(self.shas) + len(self.failures) < self.max:
-            try:
-                resp = call(self.site)
-                if resp.status_code == 200:
-                    self.shas.append(resp.json()["jsonData"]["model"]["sha256"])
-                else:
-                    self.failures.append(f"{resp.status_code} {resp.text[:200]}")
-            except requests.RequestException as exc:
-                self.failures.append(repr(exc))
-
-    def __enter__(self) -> SteadyClient:
-        self.thread.start()
-        while not self.shas and not self.failures:
-            time.sleep(0.05)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop.set()
-        self.thread.join(timeout=60)
-
-
 def test_roll_loses_no_request_and_switches_the_model(models):
     site = SiteProcess(as_args(sets("scratch", models["a"]))).start()
     try:
-        with SteadyClient(site) as client:
+        with SteadyClient(lambda: call(site)) as client:
             site.reload(*sets("scratch", models["b"]))
             site.wait_for(lambda: client.shas and client.shas[-1] == models["b"][1], timeout=120)
             n = len(client.shas)
@@ -219,7 +187,7 @@ def test_tampered_model_in_a_roll_is_refused_and_the_old_one_keeps_serving(model
     tampered.write_bytes(models["b"][0].read_bytes()[:-1] + b"\x01")
     site = SiteProcess(as_args(sets("scratch", models["a"]))).start()
     try:
-        with SteadyClient(site) as client:
+        with SteadyClient(lambda: call(site)) as client:
             site.reload(f"scratch.model-uri={tampered.as_uri()}", f"scratch.model-sha256={models['b'][1]}")
             site.wait_for(lambda: any("new model refused" in line for line in site.err), timeout=120)
             n = len(client.shas)

@@ -10,12 +10,12 @@ from __future__ import annotations
 import asyncio
 import math
 import sys
-import threading
 
 import pytest
-import requests
 import yaml
 from test_bundle import APP, PHOTO, ROOT, VARIANTS, gateway_url, kubectl, predict
+
+from support.steady_client import SteadyClient
 
 sys.path.insert(0, str(ROOT / "scripts"))
 from edge_site.roll import OK, abort, canary, promote  # noqa: E402
@@ -29,31 +29,10 @@ def uri(variant: dict) -> str:
     return f"file:///opt/models/scratch-detector/{variant['file']}"
 
 
-class Client:
-    """A camera line calling in a loop; which model answered, and every failure."""
-
-    def __init__(self) -> None:
-        self.url, self.shas, self.failures, self.stop = gateway_url(), [], [], threading.Event()
-        self.thread = threading.Thread(target=self.run, daemon=True)
-
-    def run(self) -> None:
-        while not self.stop.is_set() and len(self.shas) < 50000:
-            try:
-                resp = predict(self.url)
-                if resp.status_code == 200:
-                    self.shas.append(resp.json()["jsonData"]["model"]["sha256"])
-                else:
-                    self.failures.append(f"{resp.status_code} {resp.text[:200]}")
-            except requests.RequestException as exc:
-                self.failures.append(repr(exc))
-
-    def __enter__(self) -> Client:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop.set()
-        self.thread.join(timeout=60)
+def steady_client() -> SteadyClient:
+    """A camera line calling through the gateway in a loop: which model answered, every failure."""
+    url = gateway_url()
+    return SteadyClient(lambda: predict(url), max_requests=50000)
 
 
 @pytest.mark.abort_on_fail
@@ -84,7 +63,7 @@ async def test_a_canary_takes_its_share_of_the_requests(ops_test):
 
 
 async def test_abort_under_load_drops_nothing(ops_test):
-    with Client() as client:
+    with steady_client() as client:
         await asyncio.sleep(5)
         outcome = await abort(ops_test.model, APP, timeout=900, poll=5)
         await asyncio.sleep(20)
@@ -98,7 +77,7 @@ async def test_promote_under_load_drops_nothing(ops_test):
         ops_test.model, APP, uri(CANARY), CANARY["sha256"], WEIGHT, gateway_url(), PHOTO, timeout=900, poll=5
     )
     assert outcome.code == OK, outcome.message
-    with Client() as client:
+    with steady_client() as client:
         await asyncio.sleep(5)
         outcome = await promote(ops_test.model, APP, gateway_url(), PHOTO, timeout=900, poll=5)
         await asyncio.sleep(20)
