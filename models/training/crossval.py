@@ -99,6 +99,16 @@ def fold_figures(result: dict, truths: list[np.ndarray], variant: str, threshold
     return {**asdict(at), "map50": everything.map50}
 
 
+def spread(values: list[float]) -> dict:
+    """Mean and sample standard deviation over folds, and the range."""
+    return {
+        "mean": round(statistics.fmean(values), 4),
+        "sd": round(statistics.stdev(values), 4) if len(values) > 1 else 0.0,
+        "min": min(values),
+        "max": max(values),
+    }
+
+
 def summarise(results: list[dict], truths_by_name: dict[str, np.ndarray]) -> dict:
     """Per-fold figures, mean and spread, and the threshold chosen on out-of-fold predictions."""
     summary: dict = {"variants": {}}
@@ -129,23 +139,14 @@ def summarise(results: list[dict], truths_by_name: dict[str, np.ndarray]) -> dic
                 }
             )
 
-        def spread(get) -> dict:
-            values = [get(f) for f in folds]
-            return {
-                "mean": round(statistics.fmean(values), 4),
-                "sd": round(statistics.stdev(values), 4) if len(values) > 1 else 0.0,
-                "min": min(values),
-                "max": max(values),
-            }
-
         summary["variants"][variant] = {
             "folds": folds,
-            "map50": spread(lambda f: f["shipped_threshold"]["map50"]),
+            "map50": spread([f["shipped_threshold"]["map50"] for f in folds]),
             f"at_{SHIPPED_THRESHOLD}": {
-                k: spread(lambda f, k=k: f["shipped_threshold"][k]) for k in ("precision", "recall", "f1")
+                k: spread([f["shipped_threshold"][k] for f in folds]) for k in ("precision", "recall", "f1")
             },
             "at_threshold_chosen_without_the_fold": {
-                k: spread(lambda f, k=k: f["at_that_threshold"][k]) for k in ("precision", "recall", "f1")
+                k: spread([f["at_that_threshold"][k] for f in folds]) for k in ("precision", "recall", "f1")
             },
             "chosen_threshold": {
                 "rule": "F1 optimum (>= 0.05) on the pooled out-of-fold predictions of all folds",
@@ -188,6 +189,20 @@ def table(summary: dict, command: str) -> str:
     return "\n".join(lines)
 
 
+def reproducing_command(argv: list[str]) -> str:
+    """The command for the whole run: --only picks which folds run now, not what they compute."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip or arg.startswith("--only="):
+            skip = False
+            continue
+        if arg == "--only":
+            skip = True
+            continue
+        kept.append(arg)
+    return "python -m models.training.crossval " + " ".join(kept)
+
+
 def main(argv: list[str] | None = None) -> int:
     from .train import TrainSettings
 
@@ -218,9 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         arch=args.arch, epochs=args.epochs, imgsz=args.imgsz, batch=args.batch, seed=args.seed, workers=args.workers
     )
     key = recipe_key(asdict(settings), args.folds, args.fold_seed, samples)
-    command = "python -m models.training.crossval " + " ".join(
-        a for a in (argv if argv is not None else sys.argv[1:]) if not a.startswith("--only")
-    )
+    command = reproducing_command(argv if argv is not None else sys.argv[1:])
     results = []
     for i, test_set in enumerate(folds):
         fold_dir = args.work / f"fold-{i}"
@@ -241,7 +254,10 @@ def main(argv: list[str] | None = None) -> int:
     if not results:
         print("no fold done yet", file=sys.stderr)
         return 1
-    truths = {s.path.name: np.array([[b.left, b.top, b.left + b.width, b.top + b.height] for b in s.boxes]).reshape(-1, 4) for s in samples}
+    truths = {
+        s.path.name: np.array([[b.left, b.top, b.left + b.width, b.top + b.height] for b in s.boxes]).reshape(-1, 4)
+        for s in samples
+    }
     summary = {
         "command": command,
         "key": key,

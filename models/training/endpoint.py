@@ -86,11 +86,7 @@ class Endpoint:
             answer = resp.json()["jsonData"]
             model = answer["model"]
             self.served.add((str(model["name"]), str(model["sha256"])))
-            return [
-                (float(d["confidence"]), _corners(d["box"]))
-                for d in answer["detections"]
-                if d["label"] == label
-            ]
+            return [(float(d["confidence"]), _corners(d["box"])) for d in answer["detections"] if d["label"] == label]
         except (ValueError, KeyError, TypeError):
             raise EndpointError(
                 f"{self.url} answered {photo.name} with something that is not a detection answer "

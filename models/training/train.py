@@ -26,7 +26,12 @@ class TrainSettings:
 
 
 def train(
-    data_yaml: Path, work_dir: Path, settings: TrainSettings, checkpoint: str = "best", validate: bool = True, resume: bool = False
+    data_yaml: Path,
+    work_dir: Path,
+    settings: TrainSettings,
+    checkpoint: str = "best",
+    validate: bool = True,
+    resume: bool = False,
 ) -> Path:
     """Train from scratch and return the path of the chosen checkpoint.
 

@@ -56,7 +56,7 @@ def test_the_served_models_figures_reproduce_before_and_after_a_roll(site, tmp_p
     assert before["served_by"] == [{"name": "scratch", "sha256": fp32_sha}]
     expected = offline("fp32")
     assert {k: before[k] for k in FIELDS} == {k: expected[k] for k in FIELDS}
-    assert before["labelled"] == 5 and before["true_positives"] > 0
+    assert before["labelled"] == 10 and before["true_positives"] > 0
     assert f"precision {before['precision']:.3f}" in result.stdout
     assert f"mAP@0.5 {before['map50']:.3f}" in result.stdout
     assert "its own confidence threshold" in result.stdout  # what the mAP is over, said

@@ -116,9 +116,7 @@ BLOCK = "import sys\nfor m in ('torch', 'onnxruntime', 'PIL', 'yaml', 'ultralyti
 
 def evaluate_cli(*args: str) -> subprocess.CompletedProcess:
     code = BLOCK + "import runpy\nrunpy.run_module('models.training.evaluate', run_name='__main__')"
-    return subprocess.run(
-        [sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=ROOT, timeout=120
-    )
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=ROOT, timeout=120)
 
 
 def closed_port() -> int:
