@@ -53,3 +53,37 @@ def test_two_folds_out_of_fold_and_resumable(tmp_path, monkeypatch, capsys):
     other = [a if a != "64" else "96" for a in TINY]  # another recipe into the same folder
     assert main([*other, "--work", str(work)]) == 2
     assert "from another recipe or split" in capsys.readouterr().err
+
+
+def test_a_fold_cut_off_part_way_resumes_from_its_last_epoch(tmp_path, monkeypatch):
+    """A power cut after epoch 1 of 2: the same command continues at epoch 2, not from scratch."""
+    from ultralytics.engine.trainer import BaseTrainer
+
+    from models.training.crossval import main
+
+    monkeypatch.setenv("YOLO_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)
+    work = tmp_path / "cv"
+    args = [*[a if a != "1" else "2" for a in TINY], "--work", str(work), "--only", "0"]
+    save = BaseTrainer.save_model
+
+    def save_then_cut(self):
+        save(self)
+        raise RuntimeError("power cut")
+
+    monkeypatch.setattr(BaseTrainer, "save_model", save_then_cut)
+    with pytest.raises(RuntimeError, match="power cut"):
+        main(args)
+    weights = work / "fold-0" / "run" / "weights"
+    assert (weights / "last.pt").exists() and not (weights / "finished").exists()
+    epochs_saved = []
+
+    def count_then_save(self):
+        epochs_saved.append(self.epoch)
+        save(self)
+
+    monkeypatch.setattr(BaseTrainer, "save_model", count_then_save)
+    assert main(args) == 0
+    assert epochs_saved == [1]  # only the second epoch (0-based 1) was trained again
+    assert (weights / "finished").exists() and (work / "fold-0" / "result.json").exists()
+    assert json.loads((work / "cv.json").read_text())["folds_done"] == [0]
