@@ -49,6 +49,7 @@ class Endpoint:
     timeout_s: float = 30.0
     retries: int = 3
     served: set[tuple[str, str]] = field(default_factory=set)  # (name, sha256) of every answer
+    other_labels: set[str] = field(default_factory=set)  # labels returned that are not the one scored
 
     def __post_init__(self) -> None:
         check_url(self.url)
@@ -86,6 +87,7 @@ class Endpoint:
             answer = resp.json()["jsonData"]
             model = answer["model"]
             self.served.add((str(model["name"]), str(model["sha256"])))
+            self.other_labels.update(str(d["label"]) for d in answer["detections"] if d["label"] != label)
             return [(float(d["confidence"]), _corners(d["box"])) for d in answer["detections"] if d["label"] == label]
         except (ValueError, KeyError, TypeError):
             raise EndpointError(

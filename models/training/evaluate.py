@@ -124,6 +124,12 @@ def endpoint_predictions(url: str, samples: list[Sample], label: str, timeout_s:
             print(f"\r{i}/{len(samples)} photos", end="", file=sys.stderr, flush=True)
     if sys.stderr.isatty():
         print(file=sys.stderr)
+    if endpoint.other_labels:
+        print(
+            f"warning: the endpoint also returned labels {sorted(endpoint.other_labels)}, not scored: "
+            f"the photos' category is {label!r}",
+            file=sys.stderr,
+        )
     return found, endpoint.served
 
 

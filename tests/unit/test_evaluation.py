@@ -190,3 +190,49 @@ def test_annotations_naming_missing_photos_are_a_clear_error(tmp_path):
     assert_clear_error(evaluate_cli("--url", url, "--data", str(tmp_path)), "4 listed photo(s) missing")
     (tmp_path / "annotations.json").write_text("{not json")
     assert_clear_error(evaluate_cli("--url", url, "--data", str(tmp_path)), "not COCO annotations")
+
+
+@pytest.fixture
+def rolling_model():
+    """Answers in the server's shape (models/server/openapi.yaml), from two model versions in turn
+    (a roll under way), with a label the photos do not use."""
+    answers = []
+
+    class Rolling(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            self.rfile.read(int(self.headers["Content-Length"]))
+            sha = ("a" if len(answers) % 2 == 0 else "b") * 64
+            answers.append(sha)
+            box = {"x": 1.0, "y": 1.0, "width": 10.0, "height": 10.0}
+            body = {
+                "jsonData": {
+                    "detections": [{"label": "dent", "confidence": 0.9, "box": box}],
+                    "model": {"name": "scratch", "version": sha[:12], "sha256": sha},
+                    "image": {"width": 450, "height": 300},
+                    "inference_ms": 1.0,
+                }
+            }
+            data = json.dumps(body).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Rolling)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/model/scratch/api/v0.1/predictions"
+    server.shutdown()
+
+
+def test_a_roll_during_the_run_and_unscored_labels_are_said(rolling_model, tmp_path):
+    result = evaluate_cli("--url", rolling_model, "--data", str(PHOTOS), "--json", str(tmp_path / "f.json"))
+    assert result.returncode == 1, result.stderr
+    assert "more than one model answered" in result.stderr
+    assert "also returned labels ['dent'], not scored" in result.stderr
+    figures = json.loads((tmp_path / "f.json").read_text())
+    assert [m["sha256"][0] for m in figures["served_by"]] == ["a", "b"]
+    assert figures["true_positives"] == figures["false_positives"] == 0 and figures["labelled"] == 10
