@@ -123,6 +123,11 @@ def main(argv: list[str] | None = None) -> int:
         "input": {"height": hw[0], "width": hw[1]},
         "classes": names,
         "serving_thresholds": SERVING_THRESHOLDS,
+        "validation_figures": (
+            f"the {len(val_set)} images ({sum(len(s.boxes) for s in val_set)} scratches) of the validation split "
+            "that the checkpoint (ultralytics' best.pt) was chosen on: optimistic for photographs the model has "
+            "never seen; python -m models.training.crossval gives an honest estimate of the recipe"
+        ),
         "variants": variants,
         "training": {
             "command": command,

@@ -13,9 +13,11 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 CROP_MARK = "-cropped"
+
+
+class DatasetError(ValueError):
+    """A labelled-photo folder that cannot be used, said in words naming the file and what is wrong."""
 
 
 @dataclass(frozen=True)
@@ -44,26 +46,47 @@ class Sample:
 
 
 def load_coco(data_dir: Path) -> tuple[list[Sample], list[str]]:
-    """Read ``annotations.json`` and return the samples and class names (by category id order)."""
-    coco = json.loads((data_dir / "annotations.json").read_text())
-    categories = sorted(coco["categories"], key=lambda c: c["id"])
-    class_index = {c["id"]: i for i, c in enumerate(categories)}
+    """Read ``annotations.json`` and return the samples and class names (by category id order).
+
+    Everything is checked before any photo is used, so a bad folder is one clear error, not a
+    stack trace half-way through an evaluation.
+    """
+    path = data_dir / "annotations.json"
+    if not data_dir.is_dir():
+        raise DatasetError(f"--data {data_dir}: no such folder")
+    if not path.is_file():
+        raise DatasetError(f"{path}: missing; --data must be a folder with annotations.json (COCO) and images/")
+    try:
+        coco = json.loads(path.read_text())
+        categories = sorted(coco["categories"], key=lambda c: c["id"])
+        images, annotations = coco["images"], coco.get("annotations", [])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DatasetError(f"{path}: not COCO annotations ({exc.__class__.__name__}: {exc})") from None
     if len(categories) != 1:
-        raise ValueError(f"expected one category (scratch), found {len(categories)}")
+        raise DatasetError(f"{path}: expected one category (scratch), found {len(categories)}")
+    if not images:
+        raise DatasetError(f"{path}: lists no images")
+    class_index = {c["id"]: i for i, c in enumerate(categories)}
     boxes: dict[int, list[Box]] = {}
-    for ann in coco["annotations"]:
-        if class_index[ann["category_id"]] != 0:
-            continue
-        boxes.setdefault(ann["image_id"], []).append(Box(*map(float, ann["bbox"])))
-    samples = [
-        Sample(
-            path=data_dir / "images" / img["file_name"],
-            width=int(img["width"]),
-            height=int(img["height"]),
-            boxes=tuple(boxes.get(img["id"], ())),
-        )
-        for img in coco["images"]
-    ]
+    try:
+        for ann in annotations:
+            if class_index.get(ann["category_id"]) != 0:
+                continue
+            boxes.setdefault(ann["image_id"], []).append(Box(*map(float, ann["bbox"])))
+        samples = [
+            Sample(
+                path=data_dir / "images" / img["file_name"],
+                width=int(img["width"]),
+                height=int(img["height"]),
+                boxes=tuple(boxes.get(img["id"], ())),
+            )
+            for img in images
+        ]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DatasetError(f"{path}: an image or annotation lacks a field or has a bad value: {exc!r}") from None
+    missing = [s.path.name for s in samples if not s.path.is_file()]
+    if missing:
+        raise DatasetError(f"{data_dir / 'images'}: {len(missing)} listed photo(s) missing, e.g. {missing[0]}")
     return samples, [c["name"] for c in categories]
 
 
@@ -78,6 +101,27 @@ def split_by_photograph(samples: list[Sample], val_fraction: float, seed: int) -
     return train, val
 
 
+def folds_by_photograph(samples: list[Sample], k: int, seed: int) -> list[list[Sample]]:
+    """K folds for cross-validation, every crop of a photograph in the same fold.
+
+    Photographs are shuffled with ``seed`` and each goes to the fold with the fewest images
+    so far (ties: the lowest fold), which keeps the folds within one photograph's crops of
+    each other in size. Deterministic for one seed and one list of samples.
+    """
+    by_photo: dict[str, list[Sample]] = {}
+    for s in samples:
+        by_photo.setdefault(s.photograph, []).append(s)
+    if not 2 <= k <= len(by_photo):
+        raise ValueError(f"--folds {k}: needs 2 to {len(by_photo)} (the number of photographs)")
+    photographs = sorted(by_photo)
+    random.Random(seed).shuffle(photographs)
+    folds: list[list[Sample]] = [[] for _ in range(k)]
+    for photo in photographs:
+        smallest = min(range(k), key=lambda i: (len(folds[i]), i))
+        folds[smallest] += by_photo[photo]
+    return folds
+
+
 def _yolo_label_lines(sample: Sample) -> list[str]:
     lines = []
     for b in sample.boxes:
@@ -89,6 +133,8 @@ def _yolo_label_lines(sample: Sample) -> list[str]:
 
 def write_yolo_dataset(train: list[Sample], val: list[Sample], names: list[str], out_dir: Path) -> Path:
     """Lay the split out the way ultralytics expects and return the data yaml path."""
+    import yaml  # here: scoring an endpoint on a plant PC needs load_coco, not PyYAML
+
     for split, samples in (("train", train), ("val", val)):
         img_dir = out_dir / "images" / split
         lbl_dir = out_dir / "labels" / split

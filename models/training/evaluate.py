@@ -1,32 +1,51 @@
-"""mAP@0.5, precision and recall of an ONNX model, measured through the server's own code path.
+"""Score a scratch detector on COCO-labelled photos: a running endpoint, or an ONNX file offline.
 
-Decoding, letterboxing and NMS are the server's (defect_server), so the
-model card states what a client of the served model gets.
+    python -m models.training.evaluate --url http://<node>:<port>/model/<name>/api/v0.1/predictions --data DIR
+    python -m models.training.evaluate --model models/scratch-detector/model-int8.onnx --data DIR
+
+DIR holds ``annotations.json`` (COCO, one category) and ``images/``. Offline, the photo is
+decoded, letterboxed, run and decoded by the server's own code (defect_server), so the
+figures are what a client of the served model gets. The endpoint form needs only numpy and
+requests (requirements/evaluate.txt): a plant PC has no onnxruntime or PyTorch.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import statistics
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "server"))
+from .dataset import DatasetError, Sample, load_coco
+from .scoring import Detection, Figures, score
 
-from defect_server.detector import Detector, Thresholds  # noqa: E402
-from defect_server.image_input import DecodedImage  # noqa: E402
+if TYPE_CHECKING:
+    from defect_server.detector import Detector, Thresholds
 
-from .dataset import Sample  # noqa: E402
+SERVER_SRC = Path(__file__).resolve().parents[1] / "server"
+SERVED = (0.25, 0.45)  # the bundle's confidence-threshold and the charm's iou-threshold default
+MAP_THRESHOLDS = (0.001, 0.6)  # as detection benchmarks score mAP: (almost) every detection
 
-MAP_THRESHOLDS = Thresholds(confidence=0.001, iou=0.6)  # as detection benchmarks score mAP
+
+def _server():
+    """The server's modules (onnxruntime, Pillow), imported only where a model runs here."""
+    if str(SERVER_SRC) not in sys.path:
+        sys.path.insert(0, str(SERVER_SRC))
+    from defect_server import detector, image_input
+
+    return detector, image_input
 
 
 @dataclass(frozen=True)
 class Scores:
+    """The model card's figures for one variant."""
+
     map50: float
     precision: float  # at the serving thresholds
     recall: float
@@ -34,72 +53,44 @@ class Scores:
     threads: int
 
 
-def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of one box (x1,y1,x2,y2) against many."""
-    xx1, yy1 = np.maximum(a[0], b[:, 0]), np.maximum(a[1], b[:, 1])
-    xx2, yy2 = np.minimum(a[2], b[:, 2]), np.minimum(a[3], b[:, 3])
-    inter = np.clip(xx2 - xx1, 0, None) * np.clip(yy2 - yy1, 0, None)
-    area = lambda r: (r[..., 2] - r[..., 0]) * (r[..., 3] - r[..., 1])  # noqa: E731
-    return inter / (area(a) + area(b) - inter + 1e-9)
-
-
-def _match(detections: list[tuple[float, np.ndarray]], truth: np.ndarray) -> list[tuple[float, bool]]:
-    """(confidence, is_true_positive) with greedy matching at IoU 0.5, best confidence first."""
-    used = np.zeros(len(truth), bool)
-    out = []
-    for conf, box in sorted(detections, key=lambda d: -d[0]):
-        hit = False
-        if len(truth):
-            overlaps = iou(box, truth)
-            overlaps[used] = 0
-            j = int(overlaps.argmax())
-            if overlaps[j] >= 0.5:
-                used[j] = hit = True
-        out.append((conf, hit))
-    return out
-
-
-def average_precision(matches: list[tuple[float, bool]], n_truth: int) -> float:
-    """Area under the all-point interpolated precision-recall curve."""
-    if n_truth == 0:
-        return 0.0
-    matches = sorted(matches, key=lambda m: -m[0])
-    tp = np.cumsum([m[1] for m in matches])
-    fp = np.cumsum([not m[1] for m in matches])
-    recall = np.concatenate([[0.0], tp / n_truth, [1.0]])
-    precision = np.concatenate([[1.0], tp / np.maximum(tp + fp, 1), [0.0]])
-    precision = np.maximum.accumulate(precision[::-1])[::-1]
-    steps = np.where(recall[1:] != recall[:-1])[0]
-    return float(np.sum((recall[steps + 1] - recall[steps]) * precision[steps + 1]))
-
-
-def _boxes(sample: Sample) -> np.ndarray:
+def truth_boxes(sample: Sample) -> np.ndarray:
     return np.array([[b.left, b.top, b.left + b.width, b.top + b.height] for b in sample.boxes]).reshape(-1, 4)
 
 
-def detect(detector: Detector, sample: Sample, thresholds: Thresholds) -> list[tuple[float, np.ndarray]]:
-    pixels = np.asarray(Image.open(sample.path).convert("RGB"))
-    image = DecodedImage(pixels, pixels.shape[1], pixels.shape[0])
+def load_detector(model: Path, threads: int = 2) -> Detector:
+    detector, _ = _server()
+    return detector.Detector(model.read_bytes(), threads=threads)
+
+
+def detect(detector: Detector, sample: Sample, thresholds: Thresholds) -> list[Detection]:
+    """Detections on one photo, decoded from its file exactly as the server decodes a request."""
+    _, image_input = _server()
+    image = image_input.decode_image_bytes(sample.path.read_bytes(), image_input.Limits(), detector.input_hw)
     found, _ = detector.detect(image, thresholds)
     return [(d.confidence, np.array([d.x, d.y, d.x + d.width, d.y + d.height])) for d in found]
 
 
-def evaluate(model: Path, samples: list[Sample], serving: Thresholds = Thresholds(), threads: int = 2) -> Scores:
-    detector = Detector(model.read_bytes(), threads=threads)
-    all_matches, at_threshold = [], []
-    n_truth = 0
-    for sample in samples:
-        truth = _boxes(sample)
-        n_truth += len(truth)
-        all_matches += _match(detect(detector, sample, MAP_THRESHOLDS), truth)
-        at_threshold += _match(detect(detector, sample, serving), truth)
-    tp = sum(hit for _, hit in at_threshold)
-    precision = tp / len(at_threshold) if at_threshold else 1.0
+def offline_predictions(
+    model: Path | Detector, samples: list[Sample], confidence: float, iou: float, threads: int = 2
+) -> list[list[Detection]]:
+    """Every photo's detections by an ONNX model through the server's code, at these thresholds."""
+    detector_mod, _ = _server()
+    det = load_detector(model, threads) if isinstance(model, Path) else model
+    thresholds = detector_mod.Thresholds(confidence, iou)
+    return [detect(det, s, thresholds) for s in samples]
+
+
+def evaluate(model: Path, samples: list[Sample], serving: tuple[float, float] = SERVED, threads: int = 2) -> Scores:
+    """The model card's figures: mAP@0.5 over all detections, P/R at the serving thresholds."""
+    det = load_detector(model, threads)
+    truths = [truth_boxes(s) for s in samples]
+    everything = score(offline_predictions(det, samples, *MAP_THRESHOLDS), truths, MAP_THRESHOLDS[0])
+    served = score(offline_predictions(det, samples, *serving), truths, serving[0])
     return Scores(
-        map50=round(average_precision(all_matches, n_truth), 4),
-        precision=round(precision, 4),
-        recall=round(tp / n_truth if n_truth else 0.0, 4),
-        latency_ms_p50=round(bare_latency_ms(detector), 2),
+        map50=everything.map50,
+        precision=served.precision,
+        recall=served.recall,
+        latency_ms_p50=round(bare_latency_ms(det), 2),
         threads=threads,
     )
 
@@ -116,3 +107,118 @@ def bare_latency_ms(detector: Detector, runs: int = 50) -> float:
         detector.run(tensor)
         times.append((time.perf_counter() - start) * 1000)
     return statistics.median(times)
+
+
+# --- the command line ----------------------------------------------------------------
+
+
+def endpoint_predictions(url: str, samples: list[Sample], label: str, timeout_s: float) -> tuple[list, set]:
+    """Every photo's detections as the endpoint returns them, and the (name, sha256) that answered."""
+    from .endpoint import Endpoint
+
+    endpoint = Endpoint(url, timeout_s=timeout_s)
+    found = []
+    for i, sample in enumerate(samples, 1):
+        found.append(endpoint.detect(sample.path, label))
+        if sys.stderr.isatty():
+            print(f"\r{i}/{len(samples)} photos", end="", file=sys.stderr, flush=True)
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
+    if endpoint.other_labels:
+        print(
+            f"warning: the endpoint also returned labels {sorted(endpoint.other_labels)}, not scored: "
+            f"the photos' category is {label!r}",
+            file=sys.stderr,
+        )
+    return found, endpoint.served
+
+
+def report(figures: Figures, source: str, served: set, note: str) -> str:
+    at = (
+        f"at confidence >= {figures.threshold:g}:"
+        if figures.threshold > 0
+        else "at the endpoint's own confidence threshold (every detection it returned):"
+    )
+    lines = [
+        f"{source}",
+        f"{figures.images} photos, {figures.labelled} labelled boxes",
+    ]
+    for name, sha in sorted(served):
+        lines.append(f"served by model {name!r} sha256 {sha}")
+    lines += [
+        "",
+        at,
+        f"  precision {figures.precision:.3f}   recall {figures.recall:.3f}   F1 {figures.f1:.3f}",
+        f"  found {figures.true_positives}, missed {figures.missed}, false alarms {figures.false_positives}",
+        f"mAP@0.5 {figures.map50:.3f}  ({note})",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m models.training.evaluate",
+        description="Precision / recall / F1 / mAP@0.5 of a served model (--url) or an ONNX file (--model) "
+        "on a folder of COCO-labelled photos.",
+    )
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--url", help="http://<node>:<port>/model/<name>/api/v0.1/predictions of a running model")
+    source.add_argument("--model", type=Path, help="an ONNX file, run here through the server's code (onnxruntime)")
+    p.add_argument("--data", type=Path, required=True, help="folder with annotations.json (COCO) and images/")
+    p.add_argument(
+        "--min-confidence",
+        type=float,
+        help="P/R/F1 at this confidence; with --url only at or above the endpoint's own threshold "
+        "(the endpoint returns nothing below it). Default: everything returned (--url), 0.25 (--model)",
+    )
+    p.add_argument("--iou", type=float, default=SERVED[1], help="NMS IoU with --model (default: the served 0.45)")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds per request with --url")
+    p.add_argument("--json", type=Path, help="also write the figures here (to compare before and after a roll)")
+    args = p.parse_args(argv)
+
+    try:
+        samples, names = load_coco(args.data)
+        if args.min_confidence is not None and not 0 <= args.min_confidence <= 1:
+            raise DatasetError(f"--min-confidence {args.min_confidence}: must be between 0 and 1")
+        truths = [truth_boxes(s) for s in samples]
+        if args.url:
+            from .endpoint import EndpointError
+
+            try:
+                found, served = endpoint_predictions(args.url, samples, names[0], args.timeout)
+            except EndpointError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
+            threshold = args.min_confidence or 0.0
+            figures = score(found, truths, threshold)
+            source = f"endpoint {args.url}"
+            note = (
+                "over the detections the endpoint returned: it applies its own confidence threshold, so this "
+                "is lower than an offline mAP over all detections (--model scores those)"
+            )
+        else:
+            if not args.model.is_file():
+                raise DatasetError(f"--model {args.model}: no such file")
+            threshold = SERVED[0] if args.min_confidence is None else args.min_confidence
+            det = load_detector(args.model)
+            everything = score(offline_predictions(det, samples, *MAP_THRESHOLDS), truths, MAP_THRESHOLDS[0])
+            figures = score(offline_predictions(det, samples, threshold, args.iou), truths, threshold)
+            figures = Figures(**{**asdict(figures), "map50": everything.map50})
+            served, source = set(), f"model {args.model} (offline, the server's decode, NMS IoU {args.iou:g})"
+            note = f"over all detections, confidence >= {MAP_THRESHOLDS[0]}, NMS IoU {MAP_THRESHOLDS[1]}"
+    except DatasetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(report(figures, source, served, note))
+    if args.json:
+        record = {"source": source, "data": str(args.data), **asdict(figures), "map50_over": note}
+        record["served_by"] = [{"name": n, "sha256": s} for n, s in sorted(served)]
+        args.json.write_text(json.dumps(record, indent=2) + "\n")
+    if len(served) > 1:
+        print("warning: more than one model answered during the run (a roll?): the figures mix them", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

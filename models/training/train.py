@@ -25,11 +25,29 @@ class TrainSettings:
     patience: int = 0  # 0: never stop early, so a run is reproducible end to end
 
 
-def train(data_yaml: Path, work_dir: Path, settings: TrainSettings) -> Path:
-    """Train from scratch and return the path of the best checkpoint."""
+def train(
+    data_yaml: Path,
+    work_dir: Path,
+    settings: TrainSettings,
+    checkpoint: str = "best",
+    validate: bool = True,
+    resume: bool = False,
+) -> Path:
+    """Train from scratch and return the path of the chosen checkpoint.
+
+    ``checkpoint="last"`` with ``validate=False`` is cross-validation's form: a fixed epoch
+    count and the last weights, so no validation figure picks anything (ultralytics then
+    validates once, after the last epoch, for its log only). With ``resume``, a run
+    interrupted part-way (a last.pt and no ``finished`` mark) continues from its last epoch.
+    """
     os.environ.setdefault("YOLO_OFFLINE", "1")
     from ultralytics import YOLO
 
+    weights = work_dir / "run" / "weights"
+    if resume and (weights / "last.pt").exists() and not (weights / "finished").exists():
+        YOLO(str(weights / "last.pt")).train(resume=True)
+        (weights / "finished").touch()
+        return weights / f"{checkpoint}.pt"
     model = YOLO(settings.arch)
     model.train(
         data=str(data_yaml),
@@ -48,9 +66,11 @@ def train(data_yaml: Path, work_dir: Path, settings: TrainSettings) -> Path:
         name="run",
         exist_ok=True,
         cache="ram",
+        val=validate,
         verbose=False,
     )
-    return work_dir / "run" / "weights" / "best.pt"
+    (weights / "finished").touch()
+    return weights / f"{checkpoint}.pt"
 
 
 def export_onnx(weights: Path, out_path: Path, input_hw: tuple[int, int]) -> Path:

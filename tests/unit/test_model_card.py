@@ -40,6 +40,29 @@ def test_card_reports_every_metric_for_every_variant():
     assert "split by photograph" in CARD["training"]["data"]["source"]
 
 
+def test_the_validation_figures_say_what_they_are():
+    """The validation split chose the checkpoint: the card must not pass its figures off as unseen data."""
+    n = CARD["training"]["data"]["val_images"]
+    assert CARD["validation_figures"].startswith(f"the {n} images ({CARD['training']['data']['val_boxes']} scratches)")
+    assert "chosen on" in CARD["validation_figures"] and "optimistic" in CARD["validation_figures"]
+
+
+def test_held_out_figures_are_consistent_and_in_the_readme():
+    """The external measurement on unseen photographs: F1 agrees with P and R, and the README quotes it."""
+    held_out = CARD["held_out"]
+    assert held_out["images"] > 0 and held_out["labelled_scratches"] > 0 and "never saw" in held_out["source"]
+    assert {r["variant"] for r in held_out["results"]} == set(VARIANTS)
+    readme = (CARD_DIR.parents[1] / "README.md").read_text()
+    section = readme[readme.index("## The scratch detector") :].split("\n## ", 1)[0]
+    for r in held_out["results"]:
+        if "precision" in r:
+            p, rc = r["precision"], r["recall"]
+            assert abs(2 * p * rc / (p + rc) - r["f1"]) < 0.006, r
+        for key in ("precision", "recall", "map50"):
+            if key in r:
+                assert f"{r[key]:.3f}" in section, (r, key)
+
+
 def test_int8_is_static_qdq():
     import onnx
 

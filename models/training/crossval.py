@@ -1,0 +1,279 @@
+"""K-fold cross-validation of a training recipe, by photograph, scored through the server's decode.
+
+    python -m models.training.crossval --data ../shared/datasets/metal-tags --folds 5 --epochs 130 \\
+        --work runs/cv-130
+
+For each fold: train on the other folds for a fixed number of epochs and keep the last
+weights (nothing about a fold's model is chosen on its own photos), export to ONNX and
+quantise to int8 as the shipped pipeline does, and record every detection on the held-out
+photos through defect_server's decode. A fold already done is not retrained, and a fold cut
+off part-way resumes from its last epoch, so a long run can span sessions: run the same
+command again.
+
+The summary: per fold and mean +- spread (sample standard deviation over folds) of mAP@0.5
+over all detections and P/R/F1 at the shipped threshold; the threshold a recipe should ship
+with, chosen as the F1 optimum on the pooled out-of-fold predictions; and, so that choice is
+itself scored honestly, each fold's P/R/F1 at the threshold chosen on the *other* folds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import statistics
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from .dataset import DatasetError, Sample, folds_by_photograph, load_coco, write_yolo_dataset
+from .scoring import Detection, f1_optimal_threshold, score
+
+SHIPPED_THRESHOLD = 0.25
+SERVED_IOU = 0.45
+MAP_THRESHOLDS = (0.001, 0.6)
+VARIANTS = ("fp32", "int8")
+RESULT = "result.json"
+
+
+def recipe_key(settings: dict, folds: int, fold_seed: int, data: list[Sample]) -> str:
+    """What makes two runs comparable: recipe, split and photos. Stored with every fold."""
+    photos = sorted(f"{s.path.name}:{len(s.boxes)}" for s in data)
+    blob = json.dumps({"settings": settings, "folds": folds, "fold_seed": fold_seed, "photos": photos}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _as_json(found: list[list[Detection]]) -> list[list[list[float]]]:
+    return [[[round(c, 5), *(round(float(v), 2) for v in box)] for c, box in photo] for photo in found]
+
+
+def _from_json(found: list[list[list[float]]]) -> list[list[Detection]]:
+    return [[(d[0], np.array(d[1:5])) for d in photo] for photo in found]
+
+
+def run_fold(
+    index: int, train_set: list[Sample], test_set: list[Sample], names: list[str], settings, work: Path, key: str
+) -> dict:
+    """Train, export, quantise and predict one fold; the result is written to ``work/result.json``."""
+    from .__main__ import input_hw
+    from .evaluate import load_detector, offline_predictions
+    from .quantize import quantize
+    from .train import export_onnx, train
+
+    started = time.monotonic()
+    # ultralytics validates once after the last epoch (its log only): give it a few training
+    # photos, so nothing in the training process ever reads the held-out fold.
+    data_yaml = write_yolo_dataset(train_set, train_set[:8], names, work / "dataset")
+    weights = train(data_yaml, work, settings, checkpoint="last", validate=False, resume=True)
+    trained = time.monotonic()
+    hw = input_hw(settings.imgsz, train_set[0].width, train_set[0].height)
+    fp32 = export_onnx(weights, work / "model-fp32.onnx", hw)
+    int8 = quantize(fp32, work / "model-int8.onnx", [s.path for s in train_set[:100]], work / "quant")
+    predictions = {}
+    for name, path in zip(VARIANTS, (fp32, int8), strict=True):
+        det = load_detector(path)
+        predictions[name] = {
+            "served_nms": _as_json(offline_predictions(det, test_set, MAP_THRESHOLDS[0], SERVED_IOU)),
+            "map_nms": _as_json(offline_predictions(det, test_set, *MAP_THRESHOLDS)),
+        }
+    result = {
+        "fold": index,
+        "key": key,
+        "settings": asdict(settings),
+        "train_images": len(train_set),
+        "test_images": [s.path.name for s in test_set],
+        "train_seconds": round(trained - started, 1),
+        "predictions": predictions,
+    }
+    (work / RESULT).write_text(json.dumps(result) + "\n")
+    return result
+
+
+def fold_figures(result: dict, truths: list[np.ndarray], variant: str, threshold: float) -> dict:
+    p = result["predictions"][variant]
+    at = score(_from_json(p["served_nms"]), truths, threshold)
+    everything = score(_from_json(p["map_nms"]), truths, MAP_THRESHOLDS[0])
+    return {**asdict(at), "map50": everything.map50}
+
+
+def spread(values: list[float]) -> dict:
+    """Mean and sample standard deviation over folds, and the range."""
+    return {
+        "mean": round(statistics.fmean(values), 4),
+        "sd": round(statistics.stdev(values), 4) if len(values) > 1 else 0.0,
+        "min": min(values),
+        "max": max(values),
+    }
+
+
+def summarise(results: list[dict], truths_by_name: dict[str, np.ndarray]) -> dict:
+    """Per-fold figures, mean and spread, and the threshold chosen on out-of-fold predictions."""
+    summary: dict = {"variants": {}}
+    for variant in VARIANTS:
+        per_fold_found, per_fold_truth = [], []
+        for r in results:
+            per_fold_found.append(_from_json(r["predictions"][variant]["served_nms"]))
+            per_fold_truth.append([truths_by_name[n] for n in r["test_images"]])
+        pooled_found = [f for fold in per_fold_found for f in fold]
+        pooled_truth = [t for fold in per_fold_truth for t in fold]
+        chosen = f1_optimal_threshold(pooled_found, pooled_truth)
+        folds = []
+        for i, r in enumerate(results):
+            truths = per_fold_truth[i]
+            shipped = fold_figures(r, truths, variant, SHIPPED_THRESHOLD)
+            # The threshold-choosing procedure, scored honestly: chosen without this fold.
+            others_found = [f for j, fold in enumerate(per_fold_found) if j != i for f in fold]
+            others_truth = [t for j, fold in enumerate(per_fold_truth) if j != i for t in fold]
+            nested = f1_optimal_threshold(others_found, others_truth) if len(results) > 1 else chosen
+            at_nested = score(per_fold_found[i], truths, nested)
+            folds.append(
+                {
+                    "fold": r["fold"],
+                    "images": len(truths),
+                    "shipped_threshold": shipped,
+                    "threshold_chosen_without_this_fold": round(nested, 4),
+                    "at_that_threshold": asdict(at_nested),
+                }
+            )
+
+        summary["variants"][variant] = {
+            "folds": folds,
+            "map50": spread([f["shipped_threshold"]["map50"] for f in folds]),
+            f"at_{SHIPPED_THRESHOLD}": {
+                k: spread([f["shipped_threshold"][k] for f in folds]) for k in ("precision", "recall", "f1")
+            },
+            "at_threshold_chosen_without_the_fold": {
+                k: spread([f["at_that_threshold"][k] for f in folds]) for k in ("precision", "recall", "f1")
+            },
+            "chosen_threshold": {
+                "rule": "F1 optimum (>= 0.05) on the pooled out-of-fold predictions of all folds",
+                "threshold": round(chosen, 4),
+                "pooled": asdict(score(pooled_found, pooled_truth, chosen)),
+            },
+            "pooled_by_threshold": {
+                f"{t:g}": asdict(score(pooled_found, pooled_truth, t)) for t in (0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
+            },
+        }
+    return summary
+
+
+def table(summary: dict, command: str) -> str:
+    lines = [f"cross-validation by photograph: {command}", ""]
+    t = f"{SHIPPED_THRESHOLD:g}"
+    for variant, v in summary["variants"].items():
+        lines.append(f"{variant}: fold  images  mAP@0.5   P@{t}   R@{t}  F1@{t}   thr*   P@thr*  R@thr* F1@thr*")
+        for f in v["folds"]:
+            s, n = f["shipped_threshold"], f["at_that_threshold"]
+            lines.append(
+                f"      {f['fold']:>4}  {f['images']:>6}  {s['map50']:7.3f}  {s['precision']:6.3f}  "
+                f"{s['recall']:6.3f}  {s['f1']:6.3f}  {f['threshold_chosen_without_this_fold']:5.3f}  "
+                f"{n['precision']:6.3f}  {n['recall']:6.3f}  {n['f1']:6.3f}"
+            )
+        a, b, m = v[f"at_{t}"], v["at_threshold_chosen_without_the_fold"], v["map50"]
+        lines.append(
+            f"      mean±sd       {m['mean']:.3f}±{m['sd']:.3f} "
+            f"P {a['precision']['mean']:.3f}±{a['precision']['sd']:.3f} R {a['recall']['mean']:.3f}±"
+            f"{a['recall']['sd']:.3f} F1 {a['f1']['mean']:.3f}±{a['f1']['sd']:.3f} | thr*: P "
+            f"{b['precision']['mean']:.3f} R {b['recall']['mean']:.3f} F1 {b['f1']['mean']:.3f}±{b['f1']['sd']:.3f}"
+        )
+        c = v["chosen_threshold"]
+        lines.append(
+            f"      threshold to ship (F1 optimum, pooled out-of-fold): {c['threshold']:.3f} -> pooled P "
+            f"{c['pooled']['precision']:.3f} R {c['pooled']['recall']:.3f} F1 {c['pooled']['f1']:.3f}"
+        )
+        lines.append("")
+    lines.append("thr*: the F1-optimal threshold chosen on the other folds' out-of-fold predictions")
+    return "\n".join(lines)
+
+
+def reproducing_command(argv: list[str]) -> str:
+    """The command for the whole run: --only picks which folds run now, not what they compute."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip or arg.startswith("--only="):
+            skip = False
+            continue
+        if arg == "--only":
+            skip = True
+            continue
+        kept.append(arg)
+    return "python -m models.training.crossval " + " ".join(kept)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .train import TrainSettings
+
+    p = argparse.ArgumentParser(prog="python -m models.training.crossval", description=__doc__.splitlines()[0])
+    p.add_argument("--data", type=Path, required=True, help="COCO data set: annotations.json + images/")
+    p.add_argument("--work", type=Path, default=Path("runs/cv"), help="folds, weights and results (resumable)")
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--fold-seed", type=int, default=0, help="seed of the photograph-to-fold assignment")
+    p.add_argument("--only", type=int, action="append", help="run only this fold (repeatable); summary of done ones")
+    p.add_argument("--arch", default=TrainSettings.arch)
+    p.add_argument("--epochs", type=int, default=TrainSettings.epochs)
+    p.add_argument("--imgsz", type=int, default=TrainSettings.imgsz)
+    p.add_argument("--batch", type=int, default=TrainSettings.batch)
+    p.add_argument("--seed", type=int, default=TrainSettings.seed)
+    p.add_argument("--workers", type=int, default=TrainSettings.workers)
+    p.add_argument("--limit", type=int, default=0, help="use only this many photos (smoke test)")
+    args = p.parse_args(argv)
+
+    try:
+        samples, names = load_coco(args.data)
+        if args.limit:
+            samples = samples[: args.limit]
+        folds = folds_by_photograph(samples, args.folds, args.fold_seed)
+    except (DatasetError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    settings = TrainSettings(
+        arch=args.arch, epochs=args.epochs, imgsz=args.imgsz, batch=args.batch, seed=args.seed, workers=args.workers
+    )
+    key = recipe_key(asdict(settings), args.folds, args.fold_seed, samples)
+    command = reproducing_command(argv if argv is not None else sys.argv[1:])
+    results = []
+    for i, test_set in enumerate(folds):
+        fold_dir = args.work / f"fold-{i}"
+        done = fold_dir / RESULT
+        if done.exists():
+            result = json.loads(done.read_text())
+            if result["key"] != key:
+                print(f"error: {done} is from another recipe or split; use another --work", file=sys.stderr)
+                return 2
+            print(f"fold {i}: done before, not retrained", file=sys.stderr)
+        elif args.only and i not in args.only:
+            continue
+        else:
+            train_set = [s for j, f in enumerate(folds) if j != i for s in f]
+            print(f"fold {i}: training on {len(train_set)} photos, testing on {len(test_set)}", file=sys.stderr)
+            result = run_fold(i, train_set, test_set, names, settings, fold_dir, key)
+        results.append(result)
+    if not results:
+        print("no fold done yet", file=sys.stderr)
+        return 1
+    truths = {
+        s.path.name: np.array([[b.left, b.top, b.left + b.width, b.top + b.height] for b in s.boxes]).reshape(-1, 4)
+        for s in samples
+    }
+    summary = {
+        "command": command,
+        "key": key,
+        "settings": asdict(settings),
+        "folds": args.folds,
+        "folds_done": [r["fold"] for r in results],
+        "train_seconds": [r["train_seconds"] for r in results],
+        **summarise(results, truths),
+    }
+    (args.work / "cv.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(table(summary, command))
+    if len(results) < args.folds:
+        print(f"\n{len(results)} of {args.folds} folds done: run the same command again to finish", file=sys.stderr)
+    print(f"wrote {args.work / 'cv.json'}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""A tiny cross-validation (2 folds, 1 epoch, 64 px) of the real pipeline: folds, resume, summary.
+
+Run with `tox -e training`; the figures are meaningless, what is checked is that every
+held-out photo is predicted by a model that never trained on its photograph, that a done
+fold is not retrained, and that another recipe is not mixed into a work folder.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+ultralytics = pytest.importorskip("ultralytics", reason="the training env (tox -e training) has ultralytics")
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA = ROOT / "tests" / "data" / "metal-tags"
+TINY = ["--data", str(DATA), "--folds", "2", "--epochs", "1", "--imgsz", "64", "--batch", "2", "--workers", "0"]
+
+
+def photograph(name: str) -> str:
+    return name.split("-cropped")[0]
+
+
+def test_two_folds_out_of_fold_and_resumable(tmp_path, monkeypatch, capsys):
+    from models.training.crossval import main
+
+    monkeypatch.setenv("YOLO_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)
+    work = tmp_path / "cv"
+    assert main([*TINY, "--work", str(work)]) == 0
+    summary = json.loads((work / "cv.json").read_text())
+    assert summary["folds_done"] == [0, 1]
+    tested = [json.loads((work / f"fold-{i}" / "result.json").read_text())["test_images"] for i in (0, 1)]
+    all_photos = sorted(p.name for p in (DATA / "images").iterdir())
+    assert sorted(tested[0] + tested[1]) == all_photos  # every photo predicted exactly once
+    for i in (0, 1):
+        trained_on = {p.name for p in (work / f"fold-{i}" / "dataset" / "images" / "train").iterdir()}
+        assert {photograph(n) for n in trained_on}.isdisjoint({photograph(n) for n in tested[i]})
+    for variant in ("fp32", "int8"):
+        v = summary["variants"][variant]
+        assert len(v["folds"]) == 2 and set(v["map50"]) == {"mean", "sd", "min", "max"}
+        assert 0.05 <= v["chosen_threshold"]["threshold"] <= 1
+    out = capsys.readouterr().out
+    assert "threshold to ship (F1 optimum, pooled out-of-fold)" in out
+
+    stamps = [(work / f"fold-{i}" / "result.json").stat().st_mtime_ns for i in (0, 1)]
+    assert main([*TINY, "--work", str(work)]) == 0
+    assert [(work / f"fold-{i}" / "result.json").stat().st_mtime_ns for i in (0, 1)] == stamps
+    assert "fold 0: done before, not retrained" in capsys.readouterr().err
+
+    other = [a if a != "64" else "96" for a in TINY]  # another recipe into the same folder
+    assert main([*other, "--work", str(work)]) == 2
+    assert "from another recipe or split" in capsys.readouterr().err
+
+
+def test_a_fold_cut_off_part_way_resumes_from_its_last_epoch(tmp_path, monkeypatch):
+    """A power cut after epoch 1 of 2: the same command continues at epoch 2, not from scratch."""
+    from ultralytics.engine.trainer import BaseTrainer
+
+    from models.training.crossval import main
+
+    monkeypatch.setenv("YOLO_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)
+    work = tmp_path / "cv"
+    args = [*[a if a != "1" else "2" for a in TINY], "--work", str(work), "--only", "0"]
+    save = BaseTrainer.save_model
+
+    def save_then_cut(self):
+        save(self)
+        raise RuntimeError("power cut")
+
+    monkeypatch.setattr(BaseTrainer, "save_model", save_then_cut)
+    with pytest.raises(RuntimeError, match="power cut"):
+        main(args)
+    weights = work / "fold-0" / "run" / "weights"
+    assert (weights / "last.pt").exists() and not (weights / "finished").exists()
+    epochs_saved = []
+
+    def count_then_save(self):
+        epochs_saved.append(self.epoch)
+        save(self)
+
+    monkeypatch.setattr(BaseTrainer, "save_model", count_then_save)
+    assert main(args) == 0
+    assert epochs_saved == [1]  # only the second epoch (0-based 1) was trained again
+    assert (weights / "finished").exists() and (work / "fold-0" / "result.json").exists()
+    assert json.loads((work / "cv.json").read_text())["folds_done"] == [0]
