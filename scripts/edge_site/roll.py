@@ -55,6 +55,11 @@ def serving(status: str, message: str) -> tuple[str, str, int] | None:
     return (m.group(1), m.group(2) or "", int(m.group(3) or 0)) if m else None
 
 
+def _no_such_app(model: Any, app_name: str) -> Outcome:
+    """Every command names the model it looked in, so a wrong -m is obvious."""
+    return Outcome(USAGE, f"no application {app_name!r} in model {getattr(model, 'name', '?')}")
+
+
 async def wait_until(
     app: Any, accept: Any, want: str, timeout: float, poll: float, blocked_ok: str = ""
 ) -> tuple[bool, str]:
@@ -119,7 +124,7 @@ async def roll(
 ) -> Outcome:
     app = model.applications.get(app_name)
     if app is None:
-        return Outcome(USAGE, f"no application {app_name!r} in model {getattr(model, 'name', '?')}")
+        return _no_such_app(model, app_name)
     config = await app.get_config()
     previous = {k: _value(config, k) for k in KEYS}
     model_name = _value(config, "model-name") or app_name
@@ -158,7 +163,7 @@ async def canary(
     """Start a canary at ``weight`` percent and wait until it is Ready and routed; remove it if it is refused."""
     app = model.applications.get(app_name)
     if app is None:
-        return Outcome(USAGE, f"no application {app_name!r} in model {getattr(model, 'name', '?')}")
+        return _no_such_app(model, app_name)
     config = await app.get_config()
     stable = _value(config, "model-sha256") or DEFAULT_MODEL_SHA256
     say(f"{app_name}: canary {sha[:7]} ({uri}) at {weight}% beside {stable[:7]}")
@@ -195,7 +200,7 @@ async def promote(
     """The canary's model becomes the stable one (the canary keeps its share meanwhile), then the canary goes."""
     app = model.applications.get(app_name)
     if app is None:
-        return Outcome(USAGE, f"no application {app_name!r} in model {getattr(model, 'name', '?')}")
+        return _no_such_app(model, app_name)
     config = await app.get_config()
     uri, sha = _value(config, "canary-model-uri"), _value(config, "canary-model-sha256")
     if not uri:
@@ -216,7 +221,7 @@ async def abort(
     """Remove the canary: its share goes back to the stable model before its pods go."""
     app = model.applications.get(app_name)
     if app is None:
-        return Outcome(USAGE, f"no application {app_name!r} in model {getattr(model, 'name', '?')}")
+        return _no_such_app(model, app_name)
     config = await app.get_config()
     sha = _value(config, "canary-model-sha256")
     if not _value(config, "canary-model-uri"):
