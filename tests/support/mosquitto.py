@@ -24,11 +24,11 @@ from .server_process import free_port
 
 
 def require_mosquitto() -> str:
-    """CI installs it (.ci/run); elsewhere a missing broker skips, naming what to install."""
+    """tox -e e2e installs it as root (scripts/host-packages); elsewhere a missing broker skips, naming it."""
     path = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
     if path is None:
         if os.environ.get("CI"):
-            pytest.fail("mosquitto is not installed: .ci/run should have installed the Debian package")
+            pytest.fail("mosquitto is not installed: tox -e e2e (scripts/host-packages) should have installed it")
         pytest.skip("needs the Debian package mosquitto (apt-get install mosquitto)")
     return path
 
