@@ -10,6 +10,7 @@ import struct
 import subprocess
 import time
 import zlib
+from pathlib import Path
 
 import jsonschema
 import numpy as np
@@ -230,6 +231,13 @@ def test_limits_are_configurable_and_checked_before_decoding(synthetic_model, tm
 # --- the model artifact: verified before onnxruntime sees it --------------------------
 
 
+def tampered_copy(model: Path, folder: Path) -> Path:
+    """The model with one byte appended: a file whose sha256 no longer matches the one configured."""
+    tampered = folder / "tampered.onnx"
+    tampered.write_bytes(model.read_bytes() + b"\x00")
+    return tampered
+
+
 def refused(server, words: str) -> None:
     """Alive, never ready, says why on /health/status, in the log, and to a client."""
     server.wait_alive()
@@ -247,8 +255,7 @@ def refused(server, words: str) -> None:
 
 def test_tampered_model_is_refused_naming_both_digests(synthetic_model, tmp_path):
     path, sha = synthetic_model
-    tampered = tmp_path / "tampered.onnx"
-    tampered.write_bytes(path.read_bytes() + b"\x00")
+    tampered = tampered_copy(path, tmp_path)
     server = start(tmp_path, model_uri=tampered.as_uri(), model_sha256=sha)
     try:
         refused(server, f"sha256 mismatch for {tampered.as_uri()}: expected {sha}, got ")
@@ -263,8 +270,7 @@ def test_juju_status_quotes_the_real_servers_refusal(synthetic_model, tmp_path):
     from support.pods import model_pod
 
     path, sha = synthetic_model
-    tampered = tmp_path / "tampered.onnx"
-    tampered.write_bytes(path.read_bytes() + b"\x00")
+    tampered = tampered_copy(path, tmp_path)
     server = start(tmp_path, model_uri=tampered.as_uri(), model_sha256=sha)
     try:
         server.wait_alive()
