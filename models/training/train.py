@@ -6,6 +6,7 @@ evaluation, model card) runs without torch.
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 from dataclasses import dataclass
@@ -71,6 +72,13 @@ def train(
     )
     (weights / "finished").touch()
     return weights / f"{checkpoint}.pt"
+
+
+def input_hw(imgsz: int, width: int, height: int) -> tuple[int, int]:
+    """A stride-32 input with the photos' aspect ratio: less letterbox padding, less compute."""
+    if width >= height:
+        return math.ceil(imgsz * height / width / 32) * 32, imgsz
+    return imgsz, math.ceil(imgsz * width / height / 32) * 32
 
 
 def export_onnx(weights: Path, out_path: Path, input_hw: tuple[int, int]) -> Path:

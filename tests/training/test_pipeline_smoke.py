@@ -1,12 +1,14 @@
 """One tiny epoch of the real training pipeline on the test photos: train, export, quantise, card.
 
 Run with `tox -e training` (needs PyTorch and ultralytics); the numbers are meaningless,
-what is checked is that every stage runs and the card describes the files it wrote.
+what is checked is that every stage runs, that the card describes the files it wrote, and
+that it carries only a cross-validation of exactly the recipe it trained.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -16,23 +18,49 @@ import yaml
 ultralytics = pytest.importorskip("ultralytics", reason="the training env (tox -e training) has ultralytics")
 
 ROOT = Path(__file__).resolve().parents[2]
+DATA = ROOT / "tests/data/metal-tags"
+RECIPE = ["--epochs", "1", "--imgsz", "64", "--batch", "2", "--workers", "0"]
 
 
-def test_one_epoch_end_to_end(tmp_path, monkeypatch):
+def test_one_epoch_end_to_end_on_every_photo(tmp_path, monkeypatch):
     from models.training.__main__ import main
 
     monkeypatch.setenv("YOLO_OFFLINE", "1")
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "out"
-    code = main(
-        ["--data", str(ROOT / "tests/data/metal-tags"), "--out", str(out), "--work", str(tmp_path / "work"),
-         "--epochs", "1", "--imgsz", "64", "--val-fraction", "0.25"]
-    )  # fmt: skip
-    assert code == 0
+    assert main(["--data", str(DATA), "--out", str(out), "--work", str(tmp_path / "work"), *RECIPE]) == 0
     card = yaml.safe_load((out / "model.yaml").read_text())
     assert card["input"] == {"height": 64, "width": 64}
     assert card["training"]["epochs"] == 1 and card["training"]["pretrained"] is False
+    assert card["training"]["data"]["train_images"] == len(list((DATA / "images").iterdir()))
+    assert card["cross_validation"].startswith("none")
+    assert card["serving_thresholds"]["confidence"] == 0.25
     for variant in card["variants"]:
         data = (out / variant["file"]).read_bytes()
         assert hashlib.sha256(data).hexdigest() == variant["sha256"]
+        assert variant["latency_ms_p50"] > 0
     assert os.path.getsize(out / "model-int8.onnx") < os.path.getsize(out / "model-fp32.onnx")
+
+
+def test_the_card_takes_its_figures_and_threshold_from_the_recipes_cross_validation(tmp_path, monkeypatch, capsys):
+    from models.training.__main__ import main
+    from models.training.crossval import main as crossval
+
+    monkeypatch.setenv("YOLO_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)
+    cv = tmp_path / "cv"
+    assert crossval(["--data", str(DATA), "--folds", "2", "--work", str(cv), "--threshold", "0.3", *RECIPE]) == 0
+    summary = json.loads((cv / "cv.json").read_text())
+    out = tmp_path / "out"
+    args = ["--data", str(DATA), "--out", str(out), "--work", str(tmp_path / "work"), "--cv", str(cv / "cv.json")]
+    assert main([*args, *RECIPE]) == 0
+    card = yaml.safe_load((out / "model.yaml").read_text())
+    assert card["serving_thresholds"]["confidence"] == 0.3
+    assert card["cross_validation"]["folds"] == 2
+    for variant in card["variants"]:
+        assert variant["cross_validated"]["map50"] == summary["variants"][variant["name"]]["map50"]
+        assert variant["cross_validated"]["f1"] == summary["variants"][variant["name"]]["at_0.3"]["f1"]
+
+    other = [a if a != "64" else "96" for a in RECIPE]  # a recipe the summary did not cross-validate
+    assert main([*args, *other]) == 2
+    assert "not this recipe" in capsys.readouterr().err
