@@ -117,7 +117,7 @@ def card_cross_validation(cv: dict, cv_path: Path) -> dict:
         "folds": cv["folds"],
         "fold_seed": cv["fold_seed"],
         "threshold": cv["threshold"],
-        "threshold_rule": cv["variants"]["int8"]["chosen_threshold"]["rule"] + " (int8, the served variant)",
+        "threshold_rule": cv["threshold_rule"],
         "train_seconds_per_fold": cv["train_seconds"],
     }
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import statistics
 import sys
 import time
@@ -188,6 +189,21 @@ def table(summary: dict, command: str) -> str:
     return "\n".join(lines)
 
 
+def threshold_rule(text: str) -> float | str:
+    """``--threshold``: a number in (0, 1), or ``f1:<variant>`` (the variant whose F1 optimum to ship)."""
+    if text.startswith("f1:"):
+        if text[3:] not in VARIANTS:
+            raise ValueError(f"--threshold {text}: the variant is one of {', '.join(VARIANTS)}")
+        return text[3:]
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"--threshold {text}: expected a number or f1:fp32 / f1:int8") from None
+    if not 0 < value < 1:
+        raise ValueError(f"--threshold {text}: must be between 0 and 1")
+    return value
+
+
 def reproducing_command(argv: list[str]) -> str:
     """The command for the whole run: --only picks which folds run now, not what they compute."""
     kept, skip = [], False
@@ -220,13 +236,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit", type=int, default=0, help="use only this many photos (smoke test)")
     p.add_argument(
         "--threshold",
-        type=float,
-        default=SHIPPED_THRESHOLD,
-        help="report P/R/F1 at this serving confidence threshold (only the summary; nothing is retrained)",
+        default=str(SHIPPED_THRESHOLD),
+        metavar="T|f1:VARIANT",
+        help="the serving confidence threshold to report P/R/F1 at: a number, or f1:fp32 / f1:int8 for that "
+        "variant's F1 optimum on the pooled out-of-fold predictions, rounded down to 0.01 (summary only)",
     )
     args = p.parse_args(argv)
-    if not 0 < args.threshold < 1:
-        print(f"error: --threshold {args.threshold}: must be between 0 and 1", file=sys.stderr)
+    try:
+        rule = threshold_rule(args.threshold)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
 
     try:
@@ -266,16 +285,23 @@ def main(argv: list[str] | None = None) -> int:
         s.path.name: np.array([[b.left, b.top, b.left + b.width, b.top + b.height] for b in s.boxes]).reshape(-1, 4)
         for s in samples
     }
+    if isinstance(rule, str):  # the F1 optimum of that variant, rounded down (a little more recall)
+        optimum = summarise(results, truths)["variants"][rule]["chosen_threshold"]["threshold"]
+        threshold = math.floor(optimum * 100) / 100
+        how = f"the F1 optimum of {rule} on the pooled out-of-fold predictions ({optimum}), rounded down to 0.01"
+    else:
+        threshold, how = rule, "given with --threshold"
     summary = {
         "command": command,
         "key": key,
         "settings": asdict(settings),
         "folds": args.folds,
         "fold_seed": args.fold_seed,
-        "threshold": args.threshold,
+        "threshold": threshold,
+        "threshold_rule": how,
         "folds_done": [r["fold"] for r in results],
         "train_seconds": [r["train_seconds"] for r in results],
-        **summarise(results, truths, args.threshold),
+        **summarise(results, truths, threshold),
     }
     (args.work / "cv.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(table(summary, command))

@@ -25,6 +25,11 @@ from .outbox import Outbox
 from .publisher import Credentials, Publisher, TlsFiles
 from .service import BrokerRefused, Service, Settings
 
+# The scratch detector's serving threshold, chosen by cross-validation (models/scratch-detector/model.yaml):
+# a photo is a defect when the model reports anything, and a report below 0.5 is worth a person's look.
+DEFECT_THRESHOLD = 0.18
+UNCERTAIN_BAND = f"{DEFECT_THRESHOLD:g}-0.5"
+
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -46,8 +51,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--done", type=Path, metavar="DIR", help="inspected photos (default: DIR/done)")
     p.add_argument("--failed", type=Path, metavar="DIR", help="photos the model refused + reason (default: DIR/failed)")
     p.add_argument("--relabel", type=Path, metavar="DIR", help="copies of uncertain or empty photos + the answer")
-    p.add_argument("--threshold", type=float, default=0.5, help="defect = any detection at or above it (0.5)")
-    p.add_argument("--uncertain", default="0.25-0.5", metavar="LOW-HIGH", help="relabel band of the best confidence")
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=DEFECT_THRESHOLD,
+        help=f"defect = any detection at or above it ({DEFECT_THRESHOLD:g}: the served threshold)",
+    )
+    p.add_argument(
+        "--uncertain",
+        default=UNCERTAIN_BAND,
+        metavar="LOW-HIGH",
+        help=f"relabel band of the best confidence ({UNCERTAIN_BAND})",
+    )
     p.add_argument("--timeout", type=float, default=30.0, help="seconds per model request (30)")
     p.add_argument("--attempts", type=int, default=5, help="tries when the model fails on a photo (5)")
     p.add_argument("--poll", type=float, default=0.5, help="seconds between scans of the drop folder (0.5)")

@@ -48,6 +48,11 @@ def shipped_variant(name: str) -> tuple[Path, str]:
     return CARD.parent / variant["file"], variant["sha256"]
 
 
+def shipped_threshold() -> float:
+    """The confidence threshold the site serves the scratch detector at (its card, chosen by cross-validation)."""
+    return float(yaml.safe_load(CARD.read_text())["serving_thresholds"]["confidence"])
+
+
 # A 256x384 model with two classes: candidates in model-input pixels.
 SYNTH_NAMES = ["scratch", "dent"]
 SYNTH_CANDIDATES = [

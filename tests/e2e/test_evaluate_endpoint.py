@@ -44,7 +44,7 @@ def offline(variant: str, threshold: float = 0.0) -> dict:
 
 @pytest.fixture(scope="module")
 def site():
-    s = SiteProcess([]).start()  # bundle.yaml as shipped: the fp32 scratch detector at 0.25
+    s = SiteProcess([]).start()  # bundle.yaml as shipped: the fp32 scratch detector at its card's threshold
     yield s
     s.stop()
 

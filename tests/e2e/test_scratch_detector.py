@@ -1,4 +1,4 @@
-"""The shipped scratch detector, served by the real wrapper, on real validation photos."""
+"""The shipped scratch detector, served by the real wrapper at its card's threshold, on real photos."""
 
 from __future__ import annotations
 
@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import requests
 
-from conftest import photos, shipped_variant, start
+from conftest import photos, shipped_threshold, shipped_variant, start
 
 PHOTOS = photos()
 WITH_SCRATCHES = [p for p in PHOTOS if p.boxes]
 CLEAN = [p for p in PHOTOS if not p.boxes]
+THRESHOLD = shipped_threshold()
 
 
 def iou(a, b) -> float:
@@ -26,7 +27,12 @@ def iou(a, b) -> float:
 @pytest.fixture(scope="module", params=["int8", "fp32"])
 def server(request, tmp_path_factory):
     path, sha = shipped_variant(request.param)
-    s = start(tmp_path_factory.mktemp(request.param), model_uri=path.as_uri(), model_sha256=sha)
+    s = start(
+        tmp_path_factory.mktemp(request.param),
+        model_uri=path.as_uri(),
+        model_sha256=sha,
+        confidence_threshold=THRESHOLD,
+    )
     s.wait_ready()
     yield s
     s.stop()
@@ -62,6 +68,6 @@ def test_a_photo_without_scratches_finds_none(server):
 def test_every_detection_is_a_scratch_inside_the_image(server):
     for photo in WITH_SCRATCHES:
         for d in detect(server, photo):
-            assert d["label"] == "scratch" and 0.25 <= d["confidence"] <= 1
+            assert d["label"] == "scratch" and THRESHOLD <= d["confidence"] <= 1
             box = np.array([d["box"]["x"], d["box"]["y"], d["box"]["width"], d["box"]["height"]])
             assert (box >= 0).all() and box[0] + box[2] <= 450.01 and box[1] + box[3] <= 300.01
