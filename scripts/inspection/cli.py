@@ -19,16 +19,11 @@ from pathlib import Path
 from .broker import BrokerURL
 from .drop_folder import DropFolder
 from .folders import Folders
-from .message import Band
+from .message import DEFECT_THRESHOLD, UNCERTAIN_BAND, Band
 from .model_client import ModelClient, StartupError, check_url
 from .outbox import Outbox
 from .publisher import Credentials, Publisher, TlsFiles
 from .service import BrokerRefused, Service, Settings
-
-# The scratch detector's serving threshold, chosen by cross-validation (models/scratch-detector/model.yaml):
-# a photo is a defect when the model reports anything, and a report below 0.5 is worth a person's look.
-DEFECT_THRESHOLD = 0.18
-UNCERTAIN_BAND = f"{DEFECT_THRESHOLD:g}-0.5"
 
 
 def parser() -> argparse.ArgumentParser:

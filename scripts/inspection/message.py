@@ -23,6 +23,12 @@ def result_id(image_name: str, data: bytes) -> str:
     return hashlib.sha256(f"{image_name}\0{content}".encode()).hexdigest()[:32]
 
 
+# The scratch detector's serving threshold, chosen by cross-validation (models/scratch-detector/model.yaml):
+# a photo is a defect when the model reports anything, and a report below 0.5 is worth a person's look.
+DEFECT_THRESHOLD = 0.18
+UNCERTAIN_BAND = f"{DEFECT_THRESHOLD:g}-0.5"
+
+
 def iso(ts: float) -> str:
     """UTC, ISO 8601 with milliseconds and a Z: what every MES parses."""
     return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")

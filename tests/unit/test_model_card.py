@@ -1,18 +1,22 @@
-"""The model card states what the shipped ONNX files really are."""
+"""The model card states what the shipped ONNX files are, and what the site serves agrees with it."""
 
 from __future__ import annotations
 
 import ast
 import hashlib
+import json
+import sys
 from pathlib import Path
 
 import onnxruntime as ort
 import pytest
 import yaml
 
-CARD_DIR = Path(__file__).resolve().parents[2] / "models" / "scratch-detector"
+ROOT = Path(__file__).resolve().parents[2]
+CARD_DIR = ROOT / "models" / "scratch-detector"
 CARD = yaml.safe_load((CARD_DIR / "model.yaml").read_text())
 VARIANTS = {v["name"]: v for v in CARD["variants"]}
+CV = CARD["cross_validation"]
 
 
 @pytest.mark.parametrize("name", sorted(VARIANTS))
@@ -31,42 +35,72 @@ def test_card_matches_the_file(name):
     assert [names[k] for k in sorted(names)] == CARD["classes"]
 
 
-def test_card_reports_every_metric_for_every_variant():
-    for variant in VARIANTS.values():
-        scores = variant["validation"]
-        for key in ("map50", "precision", "recall", "latency_ms_p50", "threads"):
-            assert isinstance(scores[key], (int, float)) and scores[key] >= 0, (variant["name"], key)
-    assert CARD["training"]["pretrained"] is False
-    assert "split by photograph" in CARD["training"]["data"]["source"]
+def test_the_shipped_model_is_trained_without_choosing_on_a_validation_split():
+    training = CARD["training"]
+    assert training["pretrained"] is False
+    assert training["checkpoint"].startswith("the last epoch's weights")
+    assert training["data"]["train_images"] == 188  # every photo of the data set
 
 
-def test_the_validation_figures_say_what_they_are():
-    """The validation split chose the checkpoint: the card must not pass its figures off as unseen data."""
-    n = CARD["training"]["data"]["val_images"]
-    assert CARD["validation_figures"].startswith(f"the {n} images ({CARD['training']['data']['val_boxes']} scratches)")
-    assert "chosen on" in CARD["validation_figures"] and "optimistic" in CARD["validation_figures"]
+def test_the_cards_figures_are_the_committed_cross_validation_of_this_recipe():
+    """Figures, threshold and recipe come from one crossval summary in the repository: no drift."""
+    summary = json.loads((ROOT / CV["summary"]).read_text())
+    recipe = {k: CARD["training"][k] for k in summary["settings"]}
+    assert summary["settings"] == recipe
+    assert summary["folds"] == CV["folds"] >= 3 and sorted(summary["folds_done"]) == list(range(CV["folds"]))
+    assert summary["threshold"] == CV["threshold"] == CARD["serving_thresholds"]["confidence"]
+    at = f"at_{summary['threshold']:g}"
+    for name, variant in VARIANTS.items():
+        figures, v = variant["cross_validated"], summary["variants"][name]
+        assert figures["map50"] == v["map50"] and set(v["map50"]) == {"mean", "sd", "min", "max"}
+        for key in ("precision", "recall", "f1"):
+            assert figures[key] == v[at][key]
+        assert len(v["folds"]) == CV["folds"]
 
 
-def test_held_out_figures_are_consistent_and_in_the_readme():
-    """The external measurement on unseen photographs: F1 agrees with P and R, and the README quotes it."""
-    held_out = CARD["held_out"]
-    assert held_out["images"] > 0 and held_out["labelled_scratches"] > 0 and "never saw" in held_out["source"]
-    assert {r["variant"] for r in held_out["results"]} == set(VARIANTS)
-    readme = (CARD_DIR.parents[1] / "README.md").read_text()
-    section = readme[readme.index("## The scratch detector") :].split("\n## ", 1)[0]
-    for r in held_out["results"]:
-        if "precision" in r:
-            p, rc = r["precision"], r["recall"]
-            assert abs(2 * p * rc / (p + rc) - r["f1"]) < 0.006, r
-        for key in ("precision", "recall", "map50"):
-            if key in r:
-                assert f"{r[key]:.3f}" in section, (r, key)
+def test_the_serving_threshold_is_the_one_the_site_serves():
+    """The bundle, the charm's default, the server's default and the evaluation tool use the card's threshold."""
+    threshold = CARD["serving_thresholds"]["confidence"]
+    charmcraft = yaml.safe_load((ROOT / "charms/onnx-model/charmcraft.yaml").read_text())
+    assert charmcraft["config"]["options"]["confidence-threshold"]["default"] == threshold
+    bundle = yaml.safe_load((ROOT / "bundle.yaml").read_text())
+    assert bundle["applications"]["scratch"]["options"]["confidence-threshold"] == threshold
+    sys.path.insert(0, str(ROOT / "charms/onnx-model/src"))
+    from model_config import ModelConfig
+
+    assert ModelConfig().confidence_threshold == threshold
+    from models.training.evaluate import SERVED
+
+    assert (threshold, CARD["serving_thresholds"]["iou"]) == SERVED
 
 
-def test_int8_is_static_qdq():
+def test_int8_is_static_qdq_and_as_good_as_fp32():
     import onnx
 
     model = onnx.load(str(CARD_DIR / VARIANTS["int8"]["file"]))
     ops = {n.op_type for n in model.graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     assert "DynamicQuantizeLinear" not in ops
+    gap = VARIANTS["fp32"]["cross_validated"]["map50"]["mean"] - VARIANTS["int8"]["cross_validated"]["map50"]["mean"]
+    assert gap <= 0.02
+
+
+def test_the_readme_quotes_the_cards_cross_validated_figures():
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## The scratch detector") :].split("\n## ", 1)[0]
+    assert CV["command"] in " ".join(section.split()).replace("\\ ", "")
+    for variant in VARIANTS.values():
+        figures = variant["cross_validated"]
+        for key in ("map50", "precision", "recall", "f1"):
+            quoted = f"{figures[key]['mean']:.3f} ± {figures[key]['sd']:.3f}"
+            assert quoted in section, (variant["name"], key, quoted)
+
+
+def test_the_line_flags_a_defect_at_the_served_threshold():
+    """scripts/predict --watch calls a photo a defect at the threshold the card was cross-validated at."""
+    from inspection.message import DEFECT_THRESHOLD, UNCERTAIN_BAND
+
+    assert CARD["serving_thresholds"]["confidence"] == DEFECT_THRESHOLD
+    assert UNCERTAIN_BAND.startswith(f"{DEFECT_THRESHOLD:g}-")
+    cli = (ROOT / "scripts/inspection/cli.py").read_text()  # its own imports need the predict venv
+    assert "default=DEFECT_THRESHOLD," in cli and "default=UNCERTAIN_BAND," in cli

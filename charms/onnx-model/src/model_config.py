@@ -14,7 +14,7 @@ from urllib.parse import urlparse
 
 # The scratch detector that the server image carries; see models/scratch-detector/model.yaml.
 DEFAULT_MODEL_URI = "file:///opt/models/scratch-detector/model-int8.onnx"
-DEFAULT_MODEL_SHA256 = "baa543e349180fefccf3ac998925212d2f76f2edcee80940802d29cbb4bdfea3"
+DEFAULT_MODEL_SHA256 = "de7eab81d2ffb2e0b844cbc316d0c308beaa09a8811d18935561ea4b1a97dbde"
 DEFAULT_SERVER_IMAGE = "localhost/defect-server:0.2.0"
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
