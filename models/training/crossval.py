@@ -287,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     if isinstance(rule, str):  # the F1 optimum of that variant, rounded down (a little more recall)
         optimum = summarise(results, truths)["variants"][rule]["chosen_threshold"]["threshold"]
-        threshold = math.floor(optimum * 100) / 100
+        threshold = math.floor(round(optimum * 100, 6)) / 100  # round first: 0.29 * 100 is 28.999...
         how = f"the F1 optimum of {rule} on the pooled out-of-fold predictions ({optimum}), rounded down to 0.01"
     else:
         threshold, how = rule, "given with --threshold"

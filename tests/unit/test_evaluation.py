@@ -108,6 +108,21 @@ def test_more_folds_than_photographs_is_refused():
         folds_by_photograph(photo_set(2), 9, 0)
 
 
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("f1:fp16", "--threshold f1:fp16: the variant is one of fp32, int8"),
+        ("high", "--threshold high: expected a number or f1:fp32 / f1:int8"),
+        ("1.5", "--threshold 1.5: must be between 0 and 1"),
+    ],
+)
+def test_a_threshold_to_ship_that_means_nothing_is_refused_before_any_training(text, words, capsys):
+    from models.training.crossval import main
+
+    assert main(["--data", "no-such-folder", "--threshold", text]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {words}"
+
+
 # --- the evaluate CLI, without onnxruntime, Pillow, PyYAML or PyTorch ------------------
 
 # Importing any of these fails in the child: the endpoint form must not need them.
