@@ -33,7 +33,7 @@ from .crossval import SERVED_IOU, recipe_key
 from .dataset import DatasetError, load_coco, write_yolo_dataset
 from .evaluate import bare_latency_ms, load_detector
 from .quantize import quantize
-from .train import TrainSettings, export_onnx, input_hw, train
+from .train import TrainSettings, add_recipe_options, export_onnx, input_hw, recipe_from, train
 
 DEFAULT_CONFIDENCE = 0.25  # without a cross-validation to choose one
 INT8_RECIPE = (
@@ -128,19 +128,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, required=True, help="where the ONNX files and model.yaml go")
     p.add_argument("--cv", type=Path, help="the crossval summary (cv.json) of this recipe: the card's figures")
     p.add_argument("--work", type=Path, default=Path("runs/training"), help="scratch space")
-    p.add_argument("--arch", default=TrainSettings.arch)
-    p.add_argument("--epochs", type=int, default=TrainSettings.epochs)
-    p.add_argument("--imgsz", type=int, default=TrainSettings.imgsz)
-    p.add_argument("--batch", type=int, default=TrainSettings.batch)
-    p.add_argument("--seed", type=int, default=TrainSettings.seed)
-    p.add_argument("--workers", type=int, default=TrainSettings.workers)
+    add_recipe_options(p)
     p.add_argument("--limit", type=int, default=0, help="use only this many photos (smoke test)")
     p.add_argument("--weights", type=Path, help="skip training: export these weights (a finished run of this recipe)")
     args = p.parse_args(argv)
 
-    settings = TrainSettings(
-        arch=args.arch, epochs=args.epochs, imgsz=args.imgsz, batch=args.batch, seed=args.seed, workers=args.workers
-    )
+    settings = recipe_from(args)
     try:
         samples, names = load_coco(args.data)
         if args.limit:

@@ -219,7 +219,7 @@ def reproducing_command(argv: list[str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .train import TrainSettings
+    from .train import add_recipe_options, recipe_from
 
     p = argparse.ArgumentParser(prog="python -m models.training.crossval", description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, required=True, help="COCO data set: annotations.json + images/")
@@ -227,12 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--fold-seed", type=int, default=0, help="seed of the photograph-to-fold assignment")
     p.add_argument("--only", type=int, action="append", help="run only this fold (repeatable); summary of done ones")
-    p.add_argument("--arch", default=TrainSettings.arch)
-    p.add_argument("--epochs", type=int, default=TrainSettings.epochs)
-    p.add_argument("--imgsz", type=int, default=TrainSettings.imgsz)
-    p.add_argument("--batch", type=int, default=TrainSettings.batch)
-    p.add_argument("--seed", type=int, default=TrainSettings.seed)
-    p.add_argument("--workers", type=int, default=TrainSettings.workers)
+    add_recipe_options(p)
     p.add_argument("--limit", type=int, default=0, help="use only this many photos (smoke test)")
     p.add_argument(
         "--threshold",
@@ -256,9 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     except (DatasetError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    settings = TrainSettings(
-        arch=args.arch, epochs=args.epochs, imgsz=args.imgsz, batch=args.batch, seed=args.seed, workers=args.workers
-    )
+    settings = recipe_from(args)
     key = recipe_key(asdict(settings), args.folds, args.fold_seed, samples)
     command = reproducing_command(argv if argv is not None else sys.argv[1:])
     results = []

@@ -6,6 +6,7 @@ evaluation, model card) runs without torch.
 
 from __future__ import annotations
 
+import argparse
 import math
 import os
 import shutil
@@ -24,6 +25,21 @@ class TrainSettings:
     seed: int = 0
     workers: int = 2
     patience: int = 0  # 0: never stop early, so a run is reproducible end to end
+
+
+RECIPE_OPTIONS = ("arch", "epochs", "imgsz", "batch", "seed", "workers")
+
+
+def add_recipe_options(parser: argparse.ArgumentParser) -> None:
+    """The recipe's options, defined once: cross-validation and the shipped training take the same ones."""
+    defaults = TrainSettings()
+    for name in RECIPE_OPTIONS:
+        value = getattr(defaults, name)
+        parser.add_argument(f"--{name}", type=type(value), default=value)
+
+
+def recipe_from(args: argparse.Namespace) -> TrainSettings:
+    return TrainSettings(**{name: getattr(args, name) for name in RECIPE_OPTIONS})
 
 
 def train(
