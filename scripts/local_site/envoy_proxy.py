@@ -72,7 +72,16 @@ def listener(host: str, port: int, routes: list[dict[str, Any]]) -> dict[str, An
     }
 
 
-def cluster(name: str, port: int) -> dict[str, Any]:
+Endpoint = int | tuple[str, int]  # a port on 127.0.0.1 (the local site), or (address, port)
+
+
+def _address(endpoint: Endpoint) -> tuple[str, int]:
+    return endpoint if isinstance(endpoint, tuple) else ("127.0.0.1", endpoint)
+
+
+def cluster(name: str, endpoint: Endpoint) -> dict[str, Any]:
+    """One upstream: a local server's port, or a Kubernetes Service's address (tox -e cluster)."""
+    address, port = _address(endpoint)
     return {
         "@type": "type.googleapis.com/envoy.config.cluster.v3.Cluster",
         "name": name,
@@ -83,7 +92,7 @@ def cluster(name: str, port: int) -> dict[str, Any]:
             "endpoints": [
                 {
                     "lb_endpoints": [
-                        {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}}
+                        {"endpoint": {"address": {"socket_address": {"address": address, "port_value": port}}}}
                     ]
                 }
             ],
@@ -107,7 +116,7 @@ class Envoy:
         self.log_path = log_path
         self.admin_port = free_port()
         self.version = 0
-        self._clusters: dict[str, int] = {}
+        self._clusters: dict[str, Endpoint] = {}
         self._listener: dict[str, Any] | None = None
         self.proc: subprocess.Popen | None = None
 
@@ -117,7 +126,12 @@ class Envoy:
         os.replace(tmp, self.dir / name)  # atomic: Envoy sees the whole file or none of it
 
     def apply(
-        self, host: str, port: int, routes: list[dict[str, Any]], clusters: dict[str, int], timeout: float = 30.0
+        self,
+        host: str,
+        port: int,
+        routes: list[dict[str, Any]],
+        clusters: dict[str, Endpoint],
+        timeout: float = 30.0,
     ) -> None:
         """Write what changed (clusters first); return once Envoy serves exactly that.
 
@@ -174,7 +188,7 @@ class Envoy:
                 preexec_fn=die_with_parent,
             )
 
-    def _wait_live(self, clusters: dict[str, int], listener_version: str | None, timeout: float) -> None:
+    def _wait_live(self, clusters: dict[str, Endpoint], listener_version: str | None, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         admin = f"http://127.0.0.1:{self.admin_port}"
         while time.monotonic() < deadline:
@@ -182,7 +196,7 @@ class Envoy:
                 raise RuntimeError(f"envoy exited with {self.proc.returncode}: {self.log_tail()}")
             try:
                 live = _endpoints(requests.get(f"{admin}/clusters?format=json", timeout=2).json())
-                if all(live.get(name) == {port} for name, port in clusters.items()):
+                if all(live.get(name) == {_address(e)[1]} for name, e in clusters.items()):
                     if listener_version is None:
                         return
                     dump = requests.get(f"{admin}/config_dump?resource=dynamic_listeners", timeout=2).json()

@@ -21,7 +21,7 @@ _OBJECT_META = {
     "kind": {"type": "string"},
     "metadata": {"type": "object"},
 }
-CRD_FILES = ("seldondeployments.machinelearning.seldon.io.yaml", "istio-networking.yaml")
+CRD_FILES = ("seldondeployments.machinelearning.seldon.io.yaml", "istio-1.17.3.yaml")
 
 
 @functools.cache

@@ -91,7 +91,13 @@ class FakeCluster:
     # --- verbs the charm uses ------------------------------------------------
 
     def server_side_apply(
-        self, resource: FakeResource, body: dict, namespace: str, field_manager: str, force_conflicts: bool
+        self,
+        resource: FakeResource,
+        body: dict,
+        namespace: str,
+        field_manager: str,
+        force_conflicts: bool,
+        query_params: list[tuple[str, str]] | None = None,
     ) -> dict:
         self._maybe_fail("apply", resource.kind)
         if not field_manager:

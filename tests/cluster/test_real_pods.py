@@ -1,0 +1,237 @@
+"""Real pods: the server image under a kubelet, behind Envoy -> Service -> pod, rolled by the charm.
+
+The model is the bundle's own (the fp32 scratch detector inside the image), deployed by the charm
+against the real API server; Seldon's operator makes the Deployment, the kubelet runs its pod from
+the imported image, kube-proxy routes the Service, and the gateway (support/cluster_gateway.py) is
+configured from the VirtualService read back from the API server.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from kubernetes import client, watch
+
+from local_site import bundle as site_bundle  # noqa: E402  (scripts/ is on sys.path via conftest)
+from manifests import SHA_LABEL
+from support.charm_on_cluster import CharmOnCluster
+from support.cluster_gateway import ClusterGateway
+from support.kube_cluster import wait_for
+from support.site_requests import ROOT
+from support.steady_client import SteadyClient
+
+APP = "scratch"
+PHOTO = sorted((ROOT / "tests/data/metal-tags/images").glob("*.jpg"))[0]
+BODY = json.dumps({"binData": base64.b64encode(PHOTO.read_bytes()).decode()})
+RESULTS = ROOT / "build" / "cluster-measurements.json"
+INT8 = {
+    "model-uri": "file:///opt/models/scratch-detector/model-int8.onnx",
+    "model-sha256": "de7eab81d2ffb2e0b844cbc316d0c308beaa09a8811d18935561ea4b1a97dbde",
+}
+
+
+def bundle_options() -> dict:
+    (app,) = [a for a in site_bundle.load(ROOT / "bundle.yaml", []) if a.name == APP]
+    return dict(app.options)
+
+
+def record(key: str, value) -> None:
+    """Measurements for the README: written to build/cluster-measurements.json and printed."""
+    data = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    data[key] = value
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    print(f"measured: {key} = {value}", flush=True)
+
+
+def pods(plane, namespace: str, sdep: str = APP) -> list[client.V1Pod]:
+    core = client.CoreV1Api(plane.api())
+    return core.list_namespaced_pod(namespace, label_selector=f"seldon-deployment-id={sdep}").items
+
+
+def ready(pod: client.V1Pod) -> bool:
+    return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
+
+
+def wait_serving(plane, namespace: str, sha: str, timeout: float = 300) -> client.V1Pod:
+    """The one Ready pod of the model with ``sha`` (and no other pod left)."""
+
+    def only_new():
+        current = [p for p in pods(plane, namespace) if not p.metadata.deletion_timestamp]
+        if len(current) == 1 and current[0].metadata.labels.get(SHA_LABEL) == sha[:16] and ready(current[0]):
+            return current[0]
+        return None
+
+    return wait_for(only_new, timeout, f"a Ready pod serving {sha[:7]}", interval=0.5, check=plane.check)
+
+
+def predict(gateway: ClusterGateway, model: str = APP) -> requests.Response:
+    return requests.post(
+        f"{gateway.url}/model/{model}/api/v0.1/predictions",
+        data=BODY,
+        headers={"Content-Type": "application/json"},
+        timeout=30,
+    )
+
+
+class PodEvents:
+    """Every pod change of the namespace as the API reports it, with the time it was seen."""
+
+    def __init__(self, plane, namespace: str) -> None:
+        self.events: list[tuple[float, str, str, bool, bool]] = []  # t, type, pod, ready, deleting
+        self._watch = watch.Watch()
+        core = client.CoreV1Api(plane.api())
+        self._thread = threading.Thread(target=self._run, args=(core, namespace), daemon=True)
+
+    def _run(self, core, namespace: str) -> None:
+        for event in self._watch.stream(core.list_namespaced_pod, namespace, timeout_seconds=600):
+            pod = event["object"]
+            self.events.append(
+                (time.monotonic(), event["type"], pod.metadata.name, ready(pod), bool(pod.metadata.deletion_timestamp))
+            )
+
+    def __enter__(self) -> PodEvents:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._watch.stop()
+
+    def first(self, pod: str, *, ready_: bool | None = None, deleting: bool | None = None) -> float | None:
+        for t, _, name, is_ready, is_deleting in self.events:
+            if name == pod and (ready_ is None or is_ready == ready_) and (deleting is None or is_deleting == deleting):
+                return t
+        return None
+
+
+@pytest.fixture(scope="module")
+def site(control_plane):
+    """The bundle's scratch model serving in a real pod, in a namespace of this module, behind the gateway."""
+    namespace = "edge-pods"
+    control_plane.ensure_namespace(namespace)
+    monkeypatch = pytest.MonkeyPatch()
+    charm = CharmOnCluster(control_plane, namespace, monkeypatch)
+    charm.account(APP)
+    gateway = ClusterGateway(control_plane)
+    try:
+        yield charm, gateway
+    finally:
+        gateway.stop()
+        monkeypatch.undo()
+        control_plane.delete_namespace(namespace)
+
+
+def test_the_bundles_model_comes_up_ready_in_a_real_pod_and_answers_through_the_gateway(site, control_plane):
+    charm, gateway = site
+    options = bundle_options()
+    started = time.monotonic()
+    charm.run("install", APP, options)
+    pod = wait_serving(control_plane, charm.namespace, options["model-sha256"])
+    ready_at = next(c.last_transition_time for c in pod.status.conditions if c.type == "Ready")
+    record("pod_created_to_ready_s", round((ready_at - pod.metadata.creation_timestamp).total_seconds(), 1))
+    record("install_to_ready_s", round(time.monotonic() - started, 1))
+    assert pod.spec.containers[0].readiness_probe.http_get.path == "/health/status"
+
+    out = charm.run("update_status", APP, options)
+    assert out.unit_status.name == "active", out.unit_status
+    assert out.unit_status.message == f"serving /model/{APP}/ sha {options['model-sha256'][:7]}"
+
+    gateway.sync(charm.namespace)
+    resp = predict(gateway)
+    assert resp.status_code == 200, resp.text
+    answer = resp.json()["jsonData"]
+    assert answer["model"]["sha256"] == options["model-sha256"]
+    assert answer["detections"], "the scratch detector found nothing on a photo with scratches"
+
+    # The pod's real memory, from its cgroup (v1 here), against the request the README sizes.
+    uid = pod.metadata.uid
+    usage = list(Path("/sys/fs/cgroup/memory").glob(f"kubepods*/**/pod{uid}/memory.usage_in_bytes"))
+    stat = usage[0].with_name("memory.stat").read_text().split("\n")
+    rss = dict(line.split() for line in stat if line)["total_rss"]
+    record("pod_memory_total_rss_mib", round(int(rss) / 2**20))
+    record("pod_memory_usage_mib", round(int(usage[0].read_text()) / 2**20))
+
+
+def test_a_new_model_rolls_out_under_load_with_no_failed_request(site, control_plane):
+    charm, gateway = site
+    options = bundle_options()
+    old = wait_serving(control_plane, charm.namespace, options["model-sha256"])
+    with PodEvents(control_plane, charm.namespace) as events, SteadyClient(lambda: predict(gateway)) as steady:
+        started = time.monotonic()
+        charm.run("config_changed", APP, {**options, **INT8})
+        new = wait_serving(control_plane, charm.namespace, INT8["model-sha256"])
+        steady.wait_for_run(INT8["model-sha256"], 20, timeout=120)
+        rolled_s = time.monotonic() - started
+    assert steady.failures == [], steady.failures[:5]
+    assert set(steady.shas) == {options["model-sha256"], INT8["model-sha256"]}
+    new_ready = events.first(new.metadata.name, ready_=True)
+    old_leaving = events.first(old.metadata.name, deleting=True)
+    assert new_ready is not None and old_leaving is not None, events.events
+    assert new_ready <= old_leaving, "the old pod was told to go before the new one was Ready"
+    record("rollout_config_to_new_answers_s", round(rolled_s, 1))
+    record("rollout_requests_during", len(steady.shas))
+    # The charm applies the same route; the gateway needs no change for a roll.
+    out = charm.run("update_status", APP, {**options, **INT8})
+    assert out.unit_status.message == f"serving /model/{APP}/ sha {INT8['model-sha256'][:7]}"
+
+
+def test_a_tampered_model_never_becomes_ready_and_the_old_one_keeps_answering(site, control_plane):
+    charm, gateway = site
+    options = {**bundle_options(), **INT8}
+    wait_serving(control_plane, charm.namespace, INT8["model-sha256"])
+    tampered = {
+        **options,
+        "model-uri": "file:///opt/models/scratch-detector/model-fp32.onnx",
+    }  # int8's sha, fp32's file
+    tampered["model-sha256"] = "0" * 64
+    with SteadyClient(lambda: predict(gateway)) as steady:
+        charm.run("config_changed", APP, tampered)
+
+        def refused():
+            out = charm.run("update_status", APP, tampered)
+            return (
+                out.unit_status if "sha256" in out.unit_status.message and out.unit_status.name == "blocked" else None
+            )
+
+        status = wait_for(
+            refused, 180, "the charm to quote the server's refusal", interval=2, check=control_plane.check
+        )
+        answered = len(steady.shas)
+        wait_for(lambda: len(steady.shas) >= answered + 20, 60, "20 more answers while the tampered pod exists")
+    assert steady.failures == [], steady.failures[:5]
+    assert set(steady.shas) == {INT8["model-sha256"]}, "only the verified model answered"
+    assert not any(
+        ready(p) for p in pods(control_plane, charm.namespace) if p.metadata.labels.get(SHA_LABEL) == "0" * 16
+    )
+    print(f"status quoting the server: {status.message}")
+    charm.run("config_changed", APP, options)
+    wait_serving(control_plane, charm.namespace, INT8["model-sha256"])
+
+
+@pytest.mark.parametrize(
+    "config, cause",
+    [
+        ({"server-image": "localhost/edge-site/no-such-image:1"}, "image"),
+        ({"memory": "48Mi", "memory-request": "48Mi"}, "OOMKilled"),
+        ({"cpu-request": "1900m"}, "Insufficient cpu"),
+    ],
+    ids=["image-not-on-the-node", "memory-limit-below-need", "request-over-free-cpu"],
+)
+def test_the_real_cause_reaches_the_status(charm, control_plane, config, cause):
+    charm.account("broken")
+    options = {**bundle_options(), "model-name": "broken", **config}
+    charm.run("install", "broken", options)
+
+    def explained():
+        out = charm.run("update_status", "broken", options)
+        return out.unit_status if cause.lower() in out.unit_status.message.lower() else None
+
+    status = wait_for(explained, 180, f"the status to name {cause}", interval=2, check=control_plane.check)
+    print(f"{cause}: {status.name}: {status.message}")
+    assert status.name in ("blocked", "waiting")
