@@ -99,11 +99,12 @@ def test_without_trust_both_say_juju_trust(backend):
 
 @pytest.fixture(scope="module")
 def bare_api_server() -> Iterator[ControlPlane]:
-    """etcd and kube-apiserver alone: a cluster where neither Seldon's nor Istio's CRDs exist."""
+    """etcd and kube-apiserver with Istio's CRDs but not Seldon's: seldon-core not deployed yet."""
     workdir = Path(tempfile.mkdtemp(prefix="edge-bare-"))
     plane = ControlPlane(workdir, kube_binaries.all_binaries(build_missing=False), node_cpu="2", node_memory="4Gi")
     try:
         plane.start(crds=False)
+        plane.load_crds(files=("istio-1.17.3.yaml",))
         yield plane
     finally:
         plane.stop()

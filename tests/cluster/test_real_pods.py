@@ -27,7 +27,8 @@ from support.site_requests import ROOT
 from support.steady_client import SteadyClient
 
 APP = "scratch"
-PHOTO = sorted((ROOT / "tests/data/metal-tags/images").glob("*.jpg"))[0]
+# the README's example photo: the served detector finds scratches on it
+PHOTO = ROOT / "tests/data/metal-tags/images/image-2020-04-22-10-51-51-85-cropped-right-bottom.jpg"
 BODY = json.dumps({"binData": base64.b64encode(PHOTO.read_bytes()).decode()})
 RESULTS = ROOT / "build" / "cluster-measurements.json"
 INT8 = {
@@ -214,12 +215,114 @@ def test_a_tampered_model_never_becomes_ready_and_the_old_one_keeps_answering(si
     wait_serving(control_plane, charm.namespace, INT8["model-sha256"])
 
 
+def reconcile(charm, gateway, options: dict):
+    """One charm event, then the gateway takes the route it left (what istiod's push does on a site)."""
+    out = charm.run("update_status", APP, options)
+    gateway.sync(charm.namespace)
+    return out.unit_status
+
+
+def share(gateway, sha: str, n: int = 200) -> int:
+    answers = [predict(gateway) for _ in range(n)]
+    assert all(a.status_code == 200 for a in answers), [a.text[:200] for a in answers if a.status_code != 200][:3]
+    return sum(a.json()["jsonData"]["model"]["sha256"] == sha for a in answers)
+
+
+def within_binomial(count: int, n: int, p: float) -> bool:
+    """count is within 4 standard deviations of n*p (a false alarm about 1 in 16 000 runs)."""
+    return abs(count - n * p) <= 4 * (n * p * (1 - p)) ** 0.5
+
+
+def test_a_canary_at_30_percent_with_real_pods_then_promote_and_abort_drop_nothing(site, control_plane):
+    charm, gateway = site
+    stable = {**bundle_options(), **INT8}
+    wait_serving(control_plane, charm.namespace, INT8["model-sha256"])
+    fp32 = bundle_options()
+    canary = {
+        **stable,
+        "canary-model-uri": fp32["model-uri"],
+        "canary-model-sha256": fp32["model-sha256"],
+        "canary-weight": 30,
+    }
+    charm.run("config_changed", APP, canary)
+    wait_for(
+        lambda: [p for p in pods(control_plane, charm.namespace, f"{APP}-canary") if ready(p)],
+        180,
+        "the canary's pod Ready",
+        check=control_plane.check,
+    )
+    status = wait_for(
+        lambda: (st := reconcile(charm, gateway, canary)).message.endswith("at 30%") and st,
+        60,
+        "the charm to route 30% to the canary",
+    )
+    print(f"canary status: {status.message}")
+    n = 200
+    count = share(gateway, fp32["model-sha256"], n)
+    record("canary_30_share_of_200", count)
+    assert within_binomial(count, n, 0.30), f"{count}/{n} answers from the canary at 30%"
+
+    # Abort under load: the share goes back to the stable model, then the canary's pods go.
+    with SteadyClient(lambda: predict(gateway)) as steady:
+        aborted = {k: v for k, v in canary.items() if not k.startswith("canary-")}
+        reconcile(charm, gateway, aborted)  # route back first: the canary stays while routed
+        reconcile(charm, gateway, aborted)  # then its SeldonDeployment goes
+        wait_for(lambda: not pods(control_plane, charm.namespace, f"{APP}-canary"), 120, "the canary's pods gone")
+        answered = len(steady.shas)
+        wait_for(lambda: len(steady.shas) >= answered + 20, 60, "20 answers after the canary went")
+    assert steady.failures == [], steady.failures[:5]
+    assert set(steady.shas[-20:]) == {INT8["model-sha256"]}
+
+    # Promote under load: the stable model rolls to the canary's, then the canary goes.
+    charm.run("config_changed", APP, canary)
+    wait_for(
+        lambda: reconcile(charm, gateway, canary).message.endswith("at 30%"),
+        180,
+        "the canary routed again",
+        interval=2,
+        check=control_plane.check,
+    )
+    with SteadyClient(lambda: predict(gateway)) as steady:
+        promoted = {**canary, "model-uri": fp32["model-uri"], "model-sha256": fp32["model-sha256"]}
+        charm.run("config_changed", APP, promoted)
+        wait_serving_stable = (
+            lambda: [  # noqa: E731
+                p
+                for p in pods(control_plane, charm.namespace)
+                if ready(p) and p.metadata.labels.get(SHA_LABEL) == fp32["model-sha256"][:16]
+            ]
+        )
+        wait_for(wait_serving_stable, 180, "the stable model rolled to the canary's", check=control_plane.check)
+        final = {k: v for k, v in promoted.items() if not k.startswith("canary-")}
+        reconcile(charm, gateway, final)
+        reconcile(charm, gateway, final)
+        wait_serving(control_plane, charm.namespace, fp32["model-sha256"])
+        steady.wait_for_run(fp32["model-sha256"], 20, timeout=120)
+    assert steady.failures == [], steady.failures[:5]
+
+
+def test_the_scrape_targets_are_the_real_pods_and_each_answers(site, control_plane):
+    from ops import testing
+
+    charm, _ = site
+    options = bundle_options()
+    relation = testing.Relation("metrics-endpoint", remote_app_name="grafana-agent")
+    out = charm.run("update_status", APP, options, relations={relation})
+    jobs = json.loads(out.get_relation(relation.id).local_app_data["scrape_jobs"])
+    targets = [t for job in jobs for c in job["static_configs"] for t in c["targets"]]
+    ips = {p.status.pod_ip for p in pods(control_plane, charm.namespace) if ready(p)}
+    assert {t.rsplit(":", 1)[0] for t in targets} == ips and ips
+    for target in targets:
+        body = requests.get(f"http://{target}{jobs[0]['metrics_path']}", timeout=10).text
+        assert "defect_images_total" in body, target
+
+
 @pytest.mark.parametrize(
     "config, cause",
     [
         ({"server-image": "localhost/edge-site/no-such-image:1"}, "image"),
         ({"memory": "48Mi", "memory-request": "48Mi"}, "OOMKilled"),
-        ({"cpu-request": "1900m"}, "Insufficient cpu"),
+        ({"cpu-request": "2100m", "cpu": "3"}, "Insufficient cpu"),  # more than the node's 2 CPUs
     ],
     ids=["image-not-on-the-node", "memory-limit-below-need", "request-over-free-cpu"],
 )
@@ -228,10 +331,16 @@ def test_the_real_cause_reaches_the_status(charm, control_plane, config, cause):
     options = {**bundle_options(), "model-name": "broken", **config}
     charm.run("install", "broken", options)
 
-    def explained():
-        out = charm.run("update_status", "broken", options)
-        return out.unit_status if cause.lower() in out.unit_status.message.lower() else None
+    said: list[str] = []
 
-    status = wait_for(explained, 180, f"the status to name {cause}", interval=2, check=control_plane.check)
+    def explained():
+        status = charm.run("update_status", "broken", options).unit_status
+        said[:] = [status.message]
+        return status if cause.lower() in status.message.lower() else None
+
+    try:
+        status = wait_for(explained, 180, f"the status to name {cause}", interval=2, check=control_plane.check)
+    except Exception as exc:
+        raise AssertionError(f"{exc}; the status said: {said}") from None
     print(f"{cause}: {status.name}: {status.message}")
     assert status.name in ("blocked", "waiting")

@@ -363,13 +363,13 @@ class ControlPlane:
         }
         core.replace_node_status(NODE_NAME, node)
 
-    def load_crds(self) -> None:
+    def load_crds(self, files: tuple[str, ...] = CRD_FILES) -> None:
         """The CRDs the site really has (tests/data/crds), established before anything uses them."""
         from kubernetes import client
 
         ext = client.ApiextensionsV1Api(self.api())
         names = []
-        for file in CRD_FILES:
+        for file in files:
             for crd in yaml.safe_load_all((CRD_DIR / file).read_text()):
                 if crd and crd.get("kind") == "CustomResourceDefinition":
                     ext.create_custom_resource_definition(crd)
