@@ -45,7 +45,10 @@ SELDON_FAILED = {"state": "Failed", "description": "Deployment is no longer prog
 
 def ready_pod(sha: str, ready: bool = True) -> dict:
     return {
-        "metadata": {"name": f"scratch-default-0-model-{sha[:5]}", "labels": {"onnx-model.juju.is/model-sha256": sha[:16]}},
+        "metadata": {
+            "name": f"scratch-default-0-model-{sha[:5]}",
+            "labels": {"onnx-model.juju.is/model-sha256": sha[:16]},
+        },
         "status": {"conditions": [{"type": "Ready", "status": str(ready)}]},
     }
 
@@ -123,7 +126,9 @@ def run_roll(site: Site, gateway: dict, app: str = "scratch", **kw):
     model = scratch(site)
     said: list[str] = []
     outcome = asyncio.run(
-        roll(model, app, "https://m/new.onnx", NEW, gateway["url"], SAMPLE, timeout=1.0, poll=0.01, say=said.append, **kw)
+        roll(
+            model, app, "https://m/new.onnx", NEW, gateway["url"], SAMPLE, timeout=1.0, poll=0.01, say=said.append, **kw
+        )
     )
     return outcome, model.applications["scratch"], said
 
@@ -509,3 +514,45 @@ def test_the_fake_unit_keeps_its_status_until_the_charm_runs_a_hook():
         assert unit.workload_status_since != before[1] and "rolling out bbbbbbb" in unit.workload_status_message
 
     asyncio.run(go())
+
+
+# --- the integration suite's clean-up (tests/support/app_state.py) -------------------------
+
+
+def test_kept_puts_the_options_back_and_waits_until_the_old_model_serves_again():
+    from support.app_state import kept
+
+    site = CanarySite({NEW: "serves", CANARY: "serves"})
+    model = canary_app(site)
+    app = model.applications["scratch"]
+    found = dict(app.config)
+
+    async def a_test_that_changes_everything():
+        async with kept(app, timeout=2.0, poll=0.01):
+            await app.set_config({"model-uri": "https://m/new.onnx", "model-sha256": NEW})
+            await app.set_config({"canary-model-uri": "https://m/c.onnx", "canary-model-sha256": CANARY})
+            await app.set_config({"canary-weight": "20"})
+        return app.units[0].workload_status, app.units[0].workload_status_message
+
+    status = asyncio.run(a_test_that_changes_everything())
+    assert status == SERVING_OLD  # judged on a status set after the restore, not the one before
+    assert {k: v for k, v in app.config.items() if k in found or v} == found
+    assert app.history[-2:] == [
+        {"model-uri": "https://m/old.onnx", "model-sha256": OLD},
+        {"reset": ["canary-model-sha256", "canary-model-uri", "canary-weight"]},
+    ]
+
+
+def test_kept_fails_the_test_when_the_model_does_not_come_back():
+    from support.app_state import kept
+
+    site = Site({OLD: "invalid"})
+    model = scratch(site)
+    app = model.applications["scratch"]
+
+    async def go():
+        async with kept(app, timeout=0.5, poll=0.01):
+            await app.set_config({"model-sha256": NEW})
+
+    with pytest.raises(AssertionError, match="scratch was not restored: blocked: Invalid config"):
+        asyncio.run(go())
