@@ -57,8 +57,8 @@ MONGO_PROFILE = "mongo-memory-profile=low"
 # A pod's default service account, which may read no secrets once the API server authorizes with
 # RBAC; under MicroK8s 1.28's default --authorization-mode=AlwaysAllow (canonical/microk8s 1.28
 # microk8s-resources/default-args/kube-apiserver) everyone may. `microk8s enable rbac` sets
-# RBAC,Node and restarts the API server (canonical/microk8s-core-addons 1.28 addons/rbac/enable). `kubectl auth can-i` prints yes/no
-# (k8s.io/kubectl v0.28 pkg/cmd/auth/cani.go).
+# RBAC,Node and restarts the API server (canonical/microk8s-core-addons 1.28 addons/rbac/enable).
+# `kubectl auth can-i` prints yes/no (k8s.io/kubectl v0.28 pkg/cmd/auth/cani.go).
 RBAC_PROBE = ("auth", "can-i", "list", "secrets", "--all-namespaces", "--as=system:serviceaccount:default:default")
 
 

@@ -93,7 +93,9 @@ async def configure(app: Any, app_name: str, values: dict[str, str] | None = Non
     Any error is named with the options it concerned (libjuju raises JujuError and its kin,
     JujuApplicationConfigError, or the websocket's own errors on a dropped connection)."""
     before = _statuses(app)
-    what = " ".join([*(f"{k}={v}" for k, v in (values or {}).items()), *([f"--reset {','.join(reset)}"] if reset else [])])
+    what = " ".join(
+        [*(f"{k}={v}" for k, v in (values or {}).items()), *([f"--reset {','.join(reset)}"] if reset else [])]
+    )
     try:
         if values:
             await app.set_config(values)
@@ -218,7 +220,9 @@ async def roll(
     try:
         before = await configure(app, app_name, previous)
     except ConfigRefused as exc:
-        return Outcome(ROLLBACK_FAILED, f"{app_name}: new model refused ({why}) and {exc}; {_restore_hint(app_name, previous)}")
+        return Outcome(
+            ROLLBACK_FAILED, f"{app_name}: new model refused ({why}) and {exc}; {_restore_hint(app_name, previous)}"
+        )
     try:
         back, why_back = await wait_serving(app, old_sha, timeout, poll, before)
     except asyncio.CancelledError:
@@ -244,7 +248,9 @@ async def _interrupted_roll(app: Any, app_name: str, previous: dict[str, str], s
     old = previous["model-sha256"][:7] or "the default model"
     say(f"{app_name}: interrupted; restoring {old}")
     try:
-        await configure(app, app_name, {k: v for k, v in previous.items() if v}, [k for k, v in previous.items() if not v])
+        await configure(
+            app, app_name, {k: v for k, v in previous.items() if v}, [k for k, v in previous.items() if not v]
+        )
     except (ConfigRefused, asyncio.CancelledError) as exc:
         reason = "interrupted again" if isinstance(exc, asyncio.CancelledError) else str(exc)
         return Outcome(
@@ -264,7 +270,9 @@ async def _left(app: Any, app_name: str, finish: str) -> Outcome:
     try:
         config = await app.get_config()
     except (Exception, asyncio.CancelledError):  # noqa: BLE001 - we are already reporting an interruption
-        return Outcome(INTERRUPTED, f"{app_name}: interrupted; `juju config {app_name}` shows what is set; then {finish}")
+        return Outcome(
+            INTERRUPTED, f"{app_name}: interrupted; `juju config {app_name}` shows what is set; then {finish}"
+        )
     stable = (_value(config, "model-sha256") or DEFAULT_MODEL_SHA256)[:7]
     state = f"model {stable}"
     if _value(config, "canary-model-uri"):
@@ -350,7 +358,9 @@ async def promote(
     try:
         removed, why = await _remove_canary(app, app_name, sha, sha, timeout, poll, say, drain)
     except asyncio.CancelledError:
-        return await _left(app, app_name, f"{sha[:7]} serves; remove the canary with: scripts/roll-model {app_name} --abort")
+        return await _left(
+            app, app_name, f"{sha[:7]} serves; remove the canary with: scripts/roll-model {app_name} --abort"
+        )
     if removed:
         return Outcome(OK, f"{app_name}: promoted, {sha[:7]} serves all requests")
     return Outcome(ROLLBACK_FAILED, f"{app_name}: {sha[:7]} serves, but the canary was not removed: {why}")

@@ -39,7 +39,9 @@ WANTED = {
             "`juju add-k8s` (README: Versions)",
         ),
         Wanted("juju", JUJU_CHANNEL, "3.6.", None, "the bundle and the charm assume Juju 3.6"),
-        Wanted("charmcraft", CHARMCRAFT_CHANNEL, "3.", True, "`base: ubuntu@24.04` in charmcraft.yaml needs charmcraft 3"),
+        Wanted(
+            "charmcraft", CHARMCRAFT_CHANNEL, "3.", True, "`base: ubuntu@24.04` in charmcraft.yaml needs charmcraft 3"
+        ),
     )
 }
 

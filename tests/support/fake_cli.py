@@ -147,7 +147,8 @@ if name == "snap":
             version = info.get("version") or snap_version(args[1], info["channel"])
             tracking = "-" if info.get("from_file") else info["channel"]
             notes = "classic" if info.get("classic") else "-"
-            done(f"Name  Version  Rev  Tracking  Publisher  Notes\n{args[1]}  {version}  42  {tracking}  canonical**  {notes}\n")
+            header = "Name  Version  Rev  Tracking  Publisher  Notes\n"
+            done(f"{header}{args[1]}  {version}  42  {tracking}  canonical**  {notes}\n")
         refuse("error: no matching snaps installed")
     if user != "root" and args[:1] in (["install"], ["ack"], ["download"], ["refresh"]):
         refuse("error: access denied (try with sudo)")

@@ -165,7 +165,10 @@ def test_a_changed_or_foreign_stage_is_staged_again(host):
     assert host.bootstrap()[0] == 0
     (host.stage / "bundle.yaml").write_text("applications: {}\n")  # edited by hand
     code, said = host.bootstrap()
-    assert code == 0 and f"done     bundle, overlays and charms staged in ~{USER}/edge-site-deploy, owned by {USER}" in said
+    assert (
+        code == 0
+        and f"done     bundle, overlays and charms staged in ~{USER}/edge-site-deploy, owned by {USER}" in said
+    )
     host.set(owners={})  # e.g. copied back as root
     assert host.bootstrap()[0] == 0
     assert host.mutating().count(f"chown -R {USER}: {host.stage}") == 3
@@ -233,7 +236,9 @@ def test_refresh_snaps_refreshes_the_juju_client_and_charmcraft_but_never_microk
     host.set(snaps={"juju": {"channel": "2.9/stable", "classic": True}, "charmcraft": {"channel": "2.x/stable"}})
     code, said = host.bootstrap(refresh_snaps=True)
     assert code == 0, "\n".join(said)
-    assert {"snap refresh juju --channel=3.6/stable", "snap refresh charmcraft --channel=3.x/stable"} <= set(host.mutating())
+    assert {"snap refresh juju --channel=3.6/stable", "snap refresh charmcraft --channel=3.x/stable"} <= set(
+        host.mutating()
+    )
     host.set(snaps={**host.state()["snaps"], "microk8s": {"channel": "1.30/stable", "classic": True}})
     code, said = host.bootstrap(refresh_snaps=True)
     assert code == 1 and "sudo snap remove --purge microk8s" in next(x for x in said if x.startswith("FAILED"))
@@ -272,7 +277,9 @@ def test_fake_juju_reads_only_what_the_home_interface_allows(host, tmp_path):
     # a local charm the bundle names is read the same way, relative to the bundle's folder
     places["the user's file"].write_text("applications: {a: {charm: ../root-owned/x.charm}}\n")
     (host.home / "root-owned/x.charm").write_bytes(b"charm")
-    assert "belongs to root" in fake(host, "juju", "deploy", "-m", "c:m", str(places["the user's file"]), user=USER).stderr
+    assert (
+        "belongs to root" in fake(host, "juju", "deploy", "-m", "c:m", str(places["the user's file"]), user=USER).stderr
+    )
 
 
 def test_fake_snap_list_reports_version_tracking_and_confinement(host):
@@ -432,7 +439,9 @@ def test_an_airgapped_host_installs_everything_from_the_export(host, registry, e
     assert SERVER in host.state()["images"]
     assert host.charm.read_bytes() == b"packed onnx-model"
     deploy = next(c for c in mutating if c.startswith("juju deploy"))
-    assert deploy.endswith(f"--overlay {host.stage / 'overlays/2-airgapped.yaml'} --overlay {host.stage / 'overlays/3-charms.yaml'}")
+    assert deploy.endswith(
+        f"--overlay {host.stage / 'overlays/2-airgapped.yaml'} --overlay {host.stage / 'overlays/3-charms.yaml'}"
+    )
     # the downloaded charms were staged beside ours, and the staged overlay deploys them from there
     staged = yaml.safe_load((host.stage / "overlays/3-charms.yaml").read_text())["applications"]
     assert {Path(spec["charm"]).parent for spec in staged.values()} == {host.stage / "charms"}
