@@ -121,6 +121,33 @@ def gateway():
     server.shutdown()
 
 
+def a_roll(gateway: dict, behaviour: dict[str, str], timeout: float = 1.0, status=SERVING_OLD):
+    """A site whose gateway answers from it, and the roll to NEW on it (not started yet)."""
+    site = Site(behaviour)
+    gateway["site"] = site
+    model = scratch(site, status=status)
+    app = model.applications["scratch"]
+    return (
+        model,
+        app,
+        lambda: roll(model, "scratch", "https://m/new.onnx", NEW, gateway["url"], SAMPLE, timeout, 0.01, print),
+    )
+
+
+def run_then(coro, ready, act):
+    """Run ``coro``; once ``ready()``, ``act(task)`` (cancel it as roll-model's SIGINT handler does,
+    break the controller connection, ...); return what it returns."""
+
+    async def go():
+        task = asyncio.ensure_future(coro)
+        while not ready():
+            await asyncio.sleep(0.001)
+        act(task)
+        return await task
+
+    return asyncio.run(go())
+
+
 def run_roll(site: Site, gateway: dict, app: str = "scratch", **kw):
     gateway["site"] = site
     model = scratch(site)
@@ -160,10 +187,9 @@ def test_a_refused_model_fails_fast_and_the_rollback_that_works_is_reported_as_s
 
 def test_the_new_model_is_judged_only_once_the_charm_has_seen_it(gateway):
     """A unit blocked before the roll (e.g. on a bad canary) is not the new model's verdict."""
-    site = Site({NEW: "serves"})
-    gateway["site"] = site
-    model = scratch(site, status=("blocked", "serving /model/scratch/ sha aaaaaaa; canary ccccccc refused"))
-    outcome = asyncio.run(roll(model, "scratch", "https://m/new.onnx", NEW, gateway["url"], SAMPLE, 1.0, 0.01, print))
+    blocked = ("blocked", "serving /model/scratch/ sha aaaaaaa; canary ccccccc refused")
+    _, _, rolling = a_roll(gateway, {NEW: "serves"}, status=blocked)
+    outcome = asyncio.run(rolling())
     assert outcome.code == OK, outcome.message
 
 
@@ -188,12 +214,9 @@ def test_an_unknown_application_is_a_usage_error(gateway):
 
 
 def test_juju_refusing_the_new_config_is_named_and_changes_nothing(gateway):
-    site = Site({})
-    gateway["site"] = site
-    model = scratch(site)
-    app = model.applications["scratch"]
+    _, app, rolling = a_roll(gateway, {})
     app.refuse["model-sha256"] = JujuAPIError('permission denied: user "line3" may not change scratch')
-    outcome = asyncio.run(roll(model, "scratch", "https://m/new.onnx", NEW, gateway["url"], SAMPLE, 1.0, 0.01, print))
+    outcome = asyncio.run(rolling())
     assert outcome.code == USAGE
     assert outcome.message == (
         f"scratch: juju config scratch model-uri=https://m/new.onnx model-sha256={NEW} failed: "
@@ -203,21 +226,12 @@ def test_juju_refusing_the_new_config_is_named_and_changes_nothing(gateway):
 
 
 def test_juju_refusing_the_rollback_names_it_and_the_command_that_restores(gateway):
-    site = Site({NEW: "refused"})
-    gateway["site"] = site
-    model = scratch(site)
-    app = model.applications["scratch"]
+    _, app, rolling = a_roll(gateway, {NEW: "refused"})
 
-    async def refuse_after_first_change():
-        task = asyncio.ensure_future(
-            roll(model, "scratch", "https://m/new.onnx", NEW, gateway["url"], SAMPLE, 1.0, 0.01, print)
-        )
-        while not app.history:
-            await asyncio.sleep(0.001)
+    def lose_the_connection(_task):
         app.refuse["model-uri"] = ConnectionResetError("connection to the controller lost")
-        return await task
 
-    outcome = asyncio.run(refuse_after_first_change())
+    outcome = run_then(rolling(), lambda: app.history, lose_the_connection)
     assert outcome.code == ROLLBACK_FAILED
     assert "failed: ConnectionResetError: connection to the controller lost" in outcome.message
     assert outcome.message.endswith(
@@ -225,31 +239,26 @@ def test_juju_refusing_the_rollback_names_it_and_the_command_that_restores(gatew
     )
 
 
-def interrupt_when(coro, ready):
-    """Run ``coro`` and cancel it, as roll-model's SIGINT handler does, once ``ready()``."""
-
-    async def go():
-        task = asyncio.ensure_future(coro)
-        while not ready():
-            await asyncio.sleep(0.001)
-        task.cancel()
-        return await task
-
-    return asyncio.run(go())
-
-
 def test_ctrl_c_during_a_roll_puts_the_previous_model_back(gateway):
-    site = Site({NEW: "never-ready"})
-    gateway["site"] = site
-    model = scratch(site)
-    app = model.applications["scratch"]
-    outcome = interrupt_when(
-        roll(model, "scratch", "https://m/new.onnx", NEW, gateway["url"], SAMPLE, 5.0, 0.01, print),
-        lambda: app.hooks_run >= 2,  # the new model is being rolled out
-    )
+    _, app, rolling = a_roll(gateway, {NEW: "never-ready"}, timeout=5.0)
+    outcome = run_then(rolling(), lambda: app.hooks_run >= 2, lambda task: task.cancel())  # new model rolling
     assert outcome.code == INTERRUPTED
     assert "model-uri/model-sha256 set back to aaaaaaa" in outcome.message
     assert (app.config["model-uri"], app.config["model-sha256"]) == ("https://m/old.onnx", OLD)
+
+
+def test_ctrl_c_twice_says_exactly_what_is_configured_and_how_to_restore(gateway):
+    _, app, rolling = a_roll(gateway, {NEW: "never-ready"}, timeout=5.0)
+
+    def press_ctrl_c_twice(task):
+        app.refuse["model-uri"] = asyncio.CancelledError()  # the second one lands in the restoring call
+        task.cancel()
+
+    outcome = run_then(rolling(), lambda: app.hooks_run >= 2, press_ctrl_c_twice)
+    assert outcome.code == INTERRUPTED
+    assert "the previous model was not restored (interrupted again): it is configured for bbbbbbb" in outcome.message
+    assert outcome.message.endswith(f"juju config scratch model-uri=https://m/old.onnx model-sha256={OLD}")
+    assert app.config["model-sha256"] == NEW
 
 
 def test_sigint_reaches_the_roll_as_a_cancellation_not_a_traceback(gateway, monkeypatch):
@@ -260,10 +269,7 @@ def test_sigint_reaches_the_roll_as_a_cancellation_not_a_traceback(gateway, monk
 
     from edge_site import roll as roll_module
 
-    site = Site({NEW: "never-ready"})
-    gateway["site"] = site
-    model = scratch(site)
-    app = model.applications["scratch"]
+    model, app, _ = a_roll(gateway, {NEW: "never-ready"})
 
     async def connect(_name):
         async def press_ctrl_c():
@@ -282,29 +288,6 @@ def test_sigint_reaches_the_roll_as_a_cancellation_not_a_traceback(gateway, monk
     outcome = asyncio.run(roll_module.run(args))
     assert outcome.code == INTERRUPTED and "set back to aaaaaaa" in outcome.message
     assert app.config["model-sha256"] == OLD
-
-
-def test_ctrl_c_twice_says_exactly_what_is_configured_and_how_to_restore(gateway):
-    site = Site({NEW: "never-ready"})
-    gateway["site"] = site
-    model = scratch(site)
-    app = model.applications["scratch"]
-
-    async def go():
-        task = asyncio.ensure_future(
-            roll(model, "scratch", "https://m/new.onnx", NEW, gateway["url"], SAMPLE, 5.0, 0.01, print)
-        )
-        while app.hooks_run < 2:
-            await asyncio.sleep(0.001)
-        app.refuse["model-uri"] = asyncio.CancelledError()  # the second Ctrl-C lands in the restoring call
-        task.cancel()
-        return await task
-
-    outcome = asyncio.run(go())
-    assert outcome.code == INTERRUPTED
-    assert "the previous model was not restored (interrupted again): it is configured for bbbbbbb" in outcome.message
-    assert outcome.message.endswith(f"juju config scratch model-uri=https://m/old.onnx model-sha256={OLD}")
-    assert app.config["model-sha256"] == NEW
 
 
 # --- canary ----------------------------------------------------------------------------
@@ -479,9 +462,10 @@ def test_ctrl_c_during_a_canary_says_what_is_configured_and_how_to_remove_it(gat
     gateway["site"] = Site({})
     model = canary_app(site)
     app = model.applications["scratch"]
-    outcome = interrupt_when(
+    outcome = run_then(
         canary(model, "scratch", "https://m/c.onnx", CANARY, 10, gateway["url"], SAMPLE, say=print, **FAST),
         lambda: app.hooks_run >= 1,
+        lambda task: task.cancel(),
     )
     assert (outcome.code, outcome.message) == (
         INTERRUPTED,
