@@ -298,7 +298,11 @@ def import_(src: Path, say=print) -> int:
     side_load(src, say)
     push(src, say)
     count = sum(len(v) for v in manifest(src).values())
-    say(f"{count} images loaded; deploy with --overlay overlays/airgapped.yaml --overlay {src}/charms.yaml")
+    say(
+        f"{count} images loaded; deploy with --overlay overlays/airgapped.yaml --overlay {src}/charms.yaml "
+        "from a copy under your home that you own (the juju snap reads nothing else), "
+        f"or let `sudo scripts/bootstrap-edge-site --airgapped {src}` stage and deploy it"
+    )
     return 0
 
 

@@ -148,6 +148,7 @@ def test_terminating_pods_do_not_count_as_serving(ctx, k8s):
         ({"model-uri": "https://h/m.onnx", "model-sha256": "xyz"}, "model-sha256"),
         ({"model-uri": "gopher://h/m.onnx", "model-sha256": SHA1}, "model-uri"),
         ({"model-name": "Bad Name"}, "model-name"),
+        ({"model-name": "9line"}, "model-name"),
         ({"replicas": 0}, "replicas"),
         ({"workers": 9}, "workers"),
         ({"confidence-threshold": 2.0}, "confidence-threshold"),
