@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT / "charms" / "onnx-model" / "src"))
 
 from model_config import DEFAULT_MODEL_SHA256  # noqa: E402
 
-OK, USAGE, ROLLED_BACK, ROLLBACK_FAILED = 0, 2, 3, 4
+OK, JUJU_REFUSED, USAGE, ROLLED_BACK, ROLLBACK_FAILED = 0, 1, 2, 3, 4
 KEYS = ("model-uri", "model-sha256")
 CANARY_KEYS = ("canary-model-uri", "canary-model-sha256", "canary-weight")
 # After the charm routed the canary's share back, before its pods go: istiod pushes a changed
@@ -53,6 +53,25 @@ def serving(status: str, message: str) -> tuple[str, str, int] | None:
     """(stable sha7, canary sha7 or "", canary percent) from an active unit's status, else None."""
     m = _SERVING.match(message) if status == "active" else None
     return (m.group(1), m.group(2) or "", int(m.group(3) or 0)) if m else None
+
+
+class ConfigRefused(Exception):
+    """Juju (or libjuju) refused a config change: said with the command it stands for, exit 1."""
+
+
+async def _configure(app: Any, app_name: str, values: dict[str, str] | None = None, reset: list[str] = ()) -> None:
+    """app.set_config / app.reset_config, with any refusal turned into one line naming the change."""
+    try:
+        if values is not None:
+            await app.set_config(values)
+        else:
+            await app.reset_config(list(reset))
+    except Exception as exc:  # libjuju raises JujuError, JujuAPIError, JujuApplicationConfigError, ...
+        change = " ".join(f"{k}={v}" for k, v in values.items()) if values is not None else "--reset " + ",".join(reset)
+        raise ConfigRefused(
+            f"juju config {app_name} {change} was refused ({type(exc).__name__}: {exc}); "
+            f"check `juju config {app_name}` and `juju status {app_name}`"
+        ) from None
 
 
 def _no_such_app(model: Any, app_name: str) -> Outcome:
@@ -129,7 +148,7 @@ async def roll(
     previous = {k: _value(config, k) for k in KEYS}
     model_name = _value(config, "model-name") or app_name
     say(f"{app_name}: rolling {previous['model-sha256'][:7] or 'default'} -> {sha[:7]} ({uri})")
-    await app.set_config({"model-uri": uri, "model-sha256": sha})
+    await _configure(app, app_name, {"model-uri": uri, "model-sha256": sha})
     ok, why = await wait_serving(app, sha, timeout, poll)
     if ok:
         say(f"{app_name}: {why}")
@@ -139,7 +158,7 @@ async def roll(
         say(f"{app_name}: {why}")
         return Outcome(OK, f"{app_name} serves {sha[:7]}")
     say(f"{app_name}: roll failed ({why}); restoring the previous model")
-    await app.set_config(previous)
+    await _configure(app, app_name, previous)
     old_sha = previous["model-sha256"] or DEFAULT_MODEL_SHA256
     back, why_back = await wait_serving(app, old_sha, timeout, poll)
     if back:
@@ -168,7 +187,7 @@ async def canary(
     stable = _value(config, "model-sha256") or DEFAULT_MODEL_SHA256
     say(f"{app_name}: canary {sha[:7]} ({uri}) at {weight}% beside {stable[:7]}")
     # libjuju's set_config takes strings only (juju/python-libjuju juju/application.py).
-    await app.set_config({"canary-model-uri": uri, "canary-model-sha256": sha, "canary-weight": str(weight)})
+    await _configure(app, app_name, {"canary-model-uri": uri, "canary-model-sha256": sha, "canary-weight": str(weight)})
 
     def routed(status: str, message: str) -> bool:
         return serving(status, message) == (stable[:7], sha[:7], weight)
@@ -237,7 +256,7 @@ async def _remove_canary(
     app: Any, app_name: str, sha: str, stable: str, timeout: float, poll: float, say, drain: float
 ) -> tuple[bool, str]:
     """Weight 0 first and wait until the charm routed it so; then, after a drain, the options go."""
-    await app.set_config({"canary-weight": "0"})
+    await _configure(app, app_name, {"canary-weight": "0"})
 
     def unrouted(status: str, message: str) -> bool:
         # Routed at 0%, or never routed at all: not Ready, or refused by Seldon (blocked).
@@ -250,7 +269,7 @@ async def _remove_canary(
         return False, why
     say(f"{app_name}: canary {sha[:7]} takes no more requests; removing it in {drain:g}s")
     await asyncio.sleep(drain)
-    await app.reset_config(list(CANARY_KEYS))
+    await _configure(app, app_name, reset=list(CANARY_KEYS))
 
     def gone(status: str, message: str) -> bool:
         return serving(status, message) == (stable[:7], "", 0)
@@ -284,5 +303,7 @@ async def run(args: Any) -> Outcome:
                 model, args.app, args.uri, args.sha256, args.canary, args.gateway_url, args.sample, args.timeout
             )
         return await roll(model, args.app, args.uri, args.sha256, args.gateway_url, args.sample, args.timeout)
+    except ConfigRefused as exc:
+        return Outcome(JUJU_REFUSED, str(exc))
     finally:
         await model.disconnect()

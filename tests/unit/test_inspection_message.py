@@ -92,7 +92,7 @@ def test_broker_url():
     [
         ("http://b:1883/t", "expected mqtt://host:1883/topic"),
         ("b:1883/t", "expected mqtt://host:1883/topic"),
-        ("mqtt://:1883/t", "no broker host"),
+        ("mqtt://:1883/t", "no usable broker host"),
         ("mqtt://b:1883", "no topic"),
         ("mqtt://b:1883/", "no topic"),
         ("mqtt://b:99999/t", "port must be a number"),
