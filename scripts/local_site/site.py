@@ -341,6 +341,9 @@ def main(argv: list[str]) -> int:
     except ImportError as exc:
         print(f"local-site: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # its state folder (.local-site/<port>) cannot be written
+        print(f"local-site: {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return 1
     (site.dir / "site.pid").write_text(str(os.getpid()))
     try:
         site.start()
@@ -355,7 +358,7 @@ def main(argv: list[str]) -> int:
             stop.wait(0.5)
         log.info("stopping")
         return 0
-    except SiteError as exc:
+    except (RuntimeError, OSError) as exc:  # SiteError, Envoy refusing to start (a port taken), a disk
         log.error("%s", exc)
         return 1
     finally:
