@@ -31,6 +31,7 @@ from pathlib import Path
 import yaml
 
 from . import airgap, server_image, snaps
+from .overlays import first_problem
 from .shell import REGISTRY, ROOT, StepFailed, run, succeeds
 from .stage import STAGE_DIR, Stage, plan
 
@@ -578,10 +579,10 @@ def main(argv: list[str]) -> int:
         help=f"a prebuilt server image (docker-archive holding {server_image.reference()}) instead of building it",
     )
     args = p.parse_args(argv)
-    for overlay in args.overlay:
-        if not overlay.is_file():
-            print(f"bootstrap-edge-site: --overlay {overlay}: no such file", file=sys.stderr)
-            return 2
+    problem = first_problem(args.overlay)
+    if problem:
+        print(f"bootstrap-edge-site: {problem}", file=sys.stderr)
+        return 2
     if args.airgapped is not None and not (args.airgapped / "images.json").is_file():
         print(
             f"bootstrap-edge-site: --airgapped {args.airgapped}: not a folder from `airgap-images export`",

@@ -16,7 +16,8 @@ a status set after the change (``wait_until``'s baseline), and judges only that.
 
 Ctrl-C (SIGINT, which ``run`` turns into a cancellation): a roll puts the previous
 model-uri/model-sha256 back; a canary, promote or abort says what it left and the command
-that finishes it. Errors from Juju while changing options are named, never a traceback.
+that finishes it. Errors from Juju while changing options are named, never a traceback; a
+change Juju refuses before anything changed is exit 1 (JUJU_REFUSED), with the command to check.
 """
 
 from __future__ import annotations
@@ -40,7 +41,9 @@ sys.path.insert(0, str(ROOT / "charms" / "onnx-model" / "src"))
 
 from model_config import DEFAULT_MODEL_SHA256  # noqa: E402
 
-OK, USAGE, ROLLED_BACK, ROLLBACK_FAILED, INTERRUPTED = 0, 2, 3, 4, 130
+# 1: Juju refused a change (named; nothing else changed), 2: bad usage or no Juju connection:
+# the world refusing is not a usage error.
+OK, JUJU_REFUSED, USAGE, ROLLED_BACK, ROLLBACK_FAILED, INTERRUPTED = 0, 1, 2, 3, 4, 130
 KEYS = ("model-uri", "model-sha256")
 # How long a unit may keep the status it had before a change: Juju runs config-changed seconds
 # after set_config; a status identical to the one before may keep its `since` (then it is judged
@@ -79,7 +82,12 @@ Baseline = dict[str, tuple[Any, ...]]
 
 
 class ConfigRefused(Exception):
-    """Juju (or python-libjuju) refused an option change; the message names the options."""
+    """Juju (or python-libjuju) refused an option change; the message names the options (exit 1)."""
+
+
+def _check(app_name: str) -> str:
+    """What to look at after Juju refused a change."""
+    return f"check `juju config {app_name}` and `juju status {app_name}`"
 
 
 def _statuses(app: Any) -> Baseline:
@@ -213,7 +221,7 @@ async def roll(
             say(f"{app_name}: {why}")
             return Outcome(OK, f"{app_name} serves {sha[:7]}")
     except ConfigRefused as exc:
-        return Outcome(USAGE, f"{app_name}: {exc}; nothing changed")
+        return Outcome(JUJU_REFUSED, f"{app_name}: {exc}; nothing changed; {_check(app_name)}")
     except asyncio.CancelledError:  # the new model may be set already: put the previous one back
         return await _interrupted_roll(app, app_name, previous, sha, say)
     say(f"{app_name}: roll failed ({why}); restoring the previous model")
@@ -323,7 +331,7 @@ async def canary(
         say(f"{app_name}: canary failed ({why}); removing it")
         removed, why_removed = await _remove_canary(app, app_name, sha, stable, timeout, poll, say, drain)
     except ConfigRefused as exc:
-        return Outcome(USAGE, f"{app_name}: {exc}; nothing changed")
+        return Outcome(JUJU_REFUSED, f"{app_name}: {exc}; nothing changed; {_check(app_name)}")
     except asyncio.CancelledError:
         return await _left(app, app_name, f"remove the canary with: scripts/roll-model {app_name} --abort")
     if removed:
@@ -452,6 +460,8 @@ async def run(args: Any) -> Outcome:
                 model, args.app, args.uri, args.sha256, args.canary, args.gateway_url, args.sample, args.timeout
             )
         return await roll(model, args.app, args.uri, args.sha256, args.gateway_url, args.sample, args.timeout)
+    except ConfigRefused as exc:  # each command names its own; none leaves here as a traceback
+        return Outcome(JUJU_REFUSED, f"{args.app}: {exc}; {_check(args.app)}")
     except asyncio.CancelledError:  # before any option was changed (each command handles it after)
         return Outcome(INTERRUPTED, f"{args.app}: interrupted before anything changed")
     finally:

@@ -20,6 +20,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from edge_site.roll import (  # noqa: E402
     INTERRUPTED,
+    JUJU_REFUSED,
     OK,
     ROLLBACK_FAILED,
     ROLLED_BACK,
@@ -217,10 +218,11 @@ def test_juju_refusing_the_new_config_is_named_and_changes_nothing(gateway):
     _, app, rolling = a_roll(gateway, {})
     app.refuse["model-sha256"] = JujuAPIError('permission denied: user "line3" may not change scratch')
     outcome = asyncio.run(rolling())
-    assert outcome.code == USAGE
+    assert outcome.code == JUJU_REFUSED
     assert outcome.message == (
         f"scratch: juju config scratch model-uri=https://m/new.onnx model-sha256={NEW} failed: "
-        'JujuAPIError: permission denied: user "line3" may not change scratch; nothing changed'
+        'JujuAPIError: permission denied: user "line3" may not change scratch; nothing changed; '
+        "check `juju config scratch` and `juju status scratch`"
     )
     assert app.config["model-sha256"] == OLD
 
