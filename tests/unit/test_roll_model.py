@@ -459,6 +459,20 @@ def test_promote_and_abort_without_a_canary_are_usage_errors(gateway):
     assert model.applications["scratch"].history == []
 
 
+def test_juju_refusing_a_canary_is_named_and_changes_nothing(gateway):
+    site = CanarySite({CANARY: "serves"})
+    model = canary_app(site)
+    app = model.applications["scratch"]
+    app.refuse["canary-weight"] = JujuAPIError('permission denied: user "line3" may not change scratch')
+    outcome = asyncio.run(
+        canary(model, "scratch", "https://m/c.onnx", CANARY, 10, gateway["url"], SAMPLE, say=print, **FAST)
+    )
+    assert outcome.code == JUJU_REFUSED
+    assert outcome.message.startswith("scratch: juju config scratch canary-model-uri=https://m/c.onnx ")
+    assert outcome.message.endswith("; nothing changed; check `juju config scratch` and `juju status scratch`")
+    assert app.history == [] and not app.config.get("canary-model-uri")
+
+
 def test_ctrl_c_during_a_canary_says_what_is_configured_and_how_to_remove_it(gateway):
     site = CanarySite({CANARY: "never-ready"})
     gateway["site"] = Site({})
