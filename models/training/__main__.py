@@ -28,14 +28,15 @@ from dataclasses import asdict
 from pathlib import Path
 
 import yaml
+from cli_values import non_negative_int  # scripts/, on the path via models/training/__init__
 
 from .crossval import SERVED_IOU, recipe_key
 from .dataset import DatasetError, load_coco, write_yolo_dataset
-from .evaluate import bare_latency_ms, load_detector
+from .evaluate import SERVED, bare_latency_ms, load_detector
 from .quantize import quantize
-from .train import TrainSettings, add_recipe_options, export_onnx, input_hw, recipe_from, train
+from .train import TrainSettings, add_recipe_options, export_onnx, folder_problem, input_hw, recipe_from, train
 
-DEFAULT_CONFIDENCE = 0.25  # without a cross-validation to choose one
+DEFAULT_CONFIDENCE = SERVED[0]  # without a cross-validation to choose one: what the site serves now
 INT8_RECIPE = (
     "static QDQ, U8S8, per-channel weights, MinMax calibration on 100 training photos; "
     "detection head decoding kept in float"
@@ -83,6 +84,8 @@ def read_cross_validation(path: Path, settings: TrainSettings, samples) -> dict:
         cv = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise CardError(f"--cv {path}: cannot read it as a crossval summary ({exc})") from exc
+    if not isinstance(cv, dict) or not {"settings", "key", "folds", "fold_seed", "folds_done"} <= cv.keys():
+        raise CardError(f"--cv {path}: not a crossval summary (cv.json written by models.training.crossval)")
     if cv.get("settings") != asdict(settings):
         raise CardError(f"--cv {path}: cross-validated {cv.get('settings')}, not this recipe {asdict(settings)}")
     if cv["key"] != recipe_key(asdict(settings), cv["folds"], cv["fold_seed"], samples):
@@ -129,12 +132,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cv", type=Path, help="the crossval summary (cv.json) of this recipe: the card's figures")
     p.add_argument("--work", type=Path, default=Path("runs/training"), help="scratch space")
     add_recipe_options(p)
-    p.add_argument("--limit", type=int, default=0, help="use only this many photos (smoke test)")
+    p.add_argument("--limit", type=non_negative_int, default=0, help="use only this many photos (smoke test)")
     p.add_argument("--weights", type=Path, help="skip training: export these weights (a finished run of this recipe)")
     args = p.parse_args(argv)
 
     settings = recipe_from(args)
     try:
+        folder_problem(args.out, "--out")
+        folder_problem(args.work, "--work")
+        if args.weights is not None and not args.weights.is_file():
+            raise DatasetError(f"--weights {args.weights}: no such file")
         samples, names = load_coco(args.data)
         if args.limit:
             samples = samples[: args.limit]

@@ -29,12 +29,13 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+from cli_values import non_negative_int, positive_int  # scripts/, on the path via models/training/__init__
 
 from .dataset import DatasetError, Sample, folds_by_photograph, load_coco, write_yolo_dataset
+from .evaluate import SERVED
 from .scoring import Detection, f1_optimal_threshold, score
 
-SHIPPED_THRESHOLD = 0.25  # the charm's confidence-threshold before a cross-validation chose one
-SERVED_IOU = 0.45
+SHIPPED_THRESHOLD, SERVED_IOU = SERVED  # what the site serves now (the model card's): the default to report at
 MAP_THRESHOLDS = (0.001, 0.6)
 VARIANTS = ("fp32", "int8")
 RESULT = "result.json"
@@ -53,6 +54,32 @@ def _as_json(found: list[list[Detection]]) -> list[list[list[float]]]:
 
 def _from_json(found: list[list[list[float]]]) -> list[list[Detection]]:
     return [[(d[0], np.array(d[1:5])) for d in photo] for photo in found]
+
+
+RECIPE_STAMP = "recipe-key"
+
+
+def started_under_another_recipe(fold_dir: Path, key: str) -> str | None:
+    """Why this fold must not be (re)started here, or None; stamps the fold with ``key`` otherwise.
+
+    A fold cut off part-way resumes from its checkpoint, which carries the arguments it was
+    started with (ultralytics' resume): under a changed recipe that would train one recipe and
+    record it as another. Each fold folder is stamped with its recipe key before training.
+    """
+    stamp = fold_dir / RECIPE_STAMP
+    if stamp.is_file():
+        started = stamp.read_text().strip()
+        if started != key:
+            return (
+                f"{fold_dir} was started with another recipe or split (key {started}, now {key}); "
+                "its checkpoint would resume the old one: use another --work, or the old arguments"
+            )
+        return None
+    if (fold_dir / "run").exists():
+        return f"{fold_dir} holds a training run of an unknown recipe: use another --work"
+    fold_dir.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(key + "\n")
+    return None
 
 
 def run_fold(
@@ -219,16 +246,18 @@ def reproducing_command(argv: list[str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .train import add_recipe_options, recipe_from
+    from .train import add_recipe_options, folder_problem, recipe_from
 
     p = argparse.ArgumentParser(prog="python -m models.training.crossval", description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, required=True, help="COCO data set: annotations.json + images/")
     p.add_argument("--work", type=Path, default=Path("runs/cv"), help="folds, weights and results (resumable)")
-    p.add_argument("--folds", type=int, default=5)
-    p.add_argument("--fold-seed", type=int, default=0, help="seed of the photograph-to-fold assignment")
-    p.add_argument("--only", type=int, action="append", help="run only this fold (repeatable); summary of done ones")
+    p.add_argument("--folds", type=positive_int, default=5)
+    p.add_argument("--fold-seed", type=non_negative_int, default=0, help="seed of the photograph-to-fold assignment")
+    p.add_argument(
+        "--only", type=non_negative_int, action="append", help="run only this fold (repeatable); summary of done ones"
+    )
     add_recipe_options(p)
-    p.add_argument("--limit", type=int, default=0, help="use only this many photos (smoke test)")
+    p.add_argument("--limit", type=non_negative_int, default=0, help="use only this many photos (smoke test)")
     p.add_argument(
         "--threshold",
         default=str(SHIPPED_THRESHOLD),
@@ -244,6 +273,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     try:
+        folder_problem(args.work, "--work")
+        if any(i >= args.folds for i in args.only or ()):
+            raise DatasetError(f"--only {max(args.only)}: folds are numbered 0 to {args.folds - 1}")
         samples, names = load_coco(args.data)
         if args.limit:
             samples = samples[: args.limit]
@@ -267,6 +299,10 @@ def main(argv: list[str] | None = None) -> int:
         elif args.only and i not in args.only:
             continue
         else:
+            mixed = started_under_another_recipe(fold_dir, key)
+            if mixed:
+                print(f"error: {mixed}", file=sys.stderr)
+                return 2
             train_set = [s for j, f in enumerate(folds) if j != i for s in f]
             print(f"fold {i}: training on {len(train_set)} photos, testing on {len(test_set)}", file=sys.stderr)
             result = run_fold(i, train_set, test_set, names, settings, fold_dir, key)

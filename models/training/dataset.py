@@ -42,7 +42,7 @@ class Sample:
     @property
     def photograph(self) -> str:
         """The id of the photograph this image was cropped from."""
-        return self.path.name.split(CROP_MARK)[0]
+        return Path(self.path.name).stem.split(CROP_MARK)[0]  # X.jpg and X-cropped-*.jpg: one photograph
 
 
 def load_coco(data_dir: Path) -> tuple[list[Sample], list[str]]:

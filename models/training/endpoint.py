@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import base64
 import json
+from argparse import ArgumentTypeError
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import numpy as np
 import requests
+from cli_values import gateway_url  # scripts/, on the path via models/training/__init__
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
@@ -29,16 +31,27 @@ class EndpointError(Exception):
 
 
 def check_url(url: str) -> str:
-    """Refuse a URL that cannot be a prediction endpoint before sending anything."""
+    """Refuse a URL that cannot be a prediction endpoint before sending anything: the gateway
+    part by the parser every command shares (scripts/cli_values.py), then the path."""
+    try:
+        gateway_url(url)
+    except ArgumentTypeError as exc:
+        raise EndpointError(f"--url {exc}: must be http(s)://<node>:<port>/model/<name>/api/v0.1/predictions") from None
     parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise EndpointError(f"--url {url!r}: must be http(s)://<node>:<port>/model/<name>/api/v0.1/predictions")
     if not parts.path.rstrip("/").endswith(PREDICTION_PATHS):
         raise EndpointError(
             f"--url {url!r}: the path must end in {' or '.join(PREDICTION_PATHS)} "
             f"(e.g. {parts.scheme}://{parts.netloc}/model/<name>/api/v0.1/predictions)"
         )
     return url
+
+
+def endpoint_url(text: str) -> str:
+    """check_url as an argparse type: the refusal names --url and the process exits 2."""
+    try:
+        return check_url(text)
+    except EndpointError as exc:
+        raise ArgumentTypeError(str(exc).removeprefix("--url ")) from None
 
 
 @dataclass

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+from cli_values import positive_number, probability  # scripts/, on the path via models/training/__init__
 
 from .dataset import DatasetError, Sample, load_coco
 from .scoring import Detection, Figures, score
@@ -155,6 +156,12 @@ def report(figures: Figures, source: str, served: set, note: str) -> str:
     return "\n".join(lines)
 
 
+def _endpoint_url(text: str) -> str:
+    from .endpoint import endpoint_url  # requests: only where an endpoint is scored
+
+    return endpoint_url(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m models.training.evaluate",
@@ -162,24 +169,25 @@ def main(argv: list[str] | None = None) -> int:
         "on a folder of COCO-labelled photos.",
     )
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--url", help="http://<node>:<port>/model/<name>/api/v0.1/predictions of a running model")
+    source.add_argument(
+        "--url", type=_endpoint_url, help="http://<node>:<port>/model/<name>/api/v0.1/predictions of a running model"
+    )
     source.add_argument("--model", type=Path, help="an ONNX file, run here through the server's code (onnxruntime)")
     p.add_argument("--data", type=Path, required=True, help="folder with annotations.json (COCO) and images/")
     p.add_argument(
         "--min-confidence",
-        type=float,
+        type=probability,
         help="P/R/F1 at this confidence; with --url only at or above the endpoint's own threshold "
-        "(the endpoint returns nothing below it). Default: everything returned (--url), 0.25 (--model)",
+        f"(the endpoint returns nothing below it). Default: everything returned (--url), {SERVED[0]:g} (--model: "
+        "the served threshold)",
     )
-    p.add_argument("--iou", type=float, default=SERVED[1], help="NMS IoU with --model (default: the served 0.45)")
-    p.add_argument("--timeout", type=float, default=30.0, help="seconds per request with --url")
+    p.add_argument("--iou", type=probability, default=SERVED[1], help="NMS IoU with --model (default: the served 0.45)")
+    p.add_argument("--timeout", type=positive_number, default=30.0, help="seconds per request with --url")
     p.add_argument("--json", type=Path, help="also write the figures here (to compare before and after a roll)")
     args = p.parse_args(argv)
 
     try:
         samples, names = load_coco(args.data)
-        if args.min_confidence is not None and not 0 <= args.min_confidence <= 1:
-            raise DatasetError(f"--min-confidence {args.min_confidence}: must be between 0 and 1")
         truths = [truth_boxes(s) for s in samples]
         if args.url:
             from .endpoint import EndpointError

@@ -13,6 +13,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from cli_values import non_negative_int, positive_int  # scripts/, on the path via models/training/__init__
+
 
 @dataclass(frozen=True)
 class TrainSettings:
@@ -27,15 +29,45 @@ class TrainSettings:
     patience: int = 0  # 0: never stop early, so a run is reproducible end to end
 
 
-RECIPE_OPTIONS = ("arch", "epochs", "imgsz", "batch", "seed", "workers")
+def image_size(text: str) -> int:
+    """--imgsz: YOLOv8's stride is 32, and the exported input is a multiple of it."""
+    value = positive_int(text)
+    if value % 32 or value > 4096:
+        raise argparse.ArgumentTypeError(f"{text!r}: a multiple of 32, at most 4096 (e.g. 256, 384, 640)")
+    return value
+
+
+def arch_yaml(text: str) -> str:
+    """--arch: an ultralytics model yaml such as yolov8n.yaml (trained from scratch, no weights)."""
+    if not text.endswith((".yaml", ".yml")) or any(c.isspace() for c in text):
+        raise argparse.ArgumentTypeError(f"{text[:60]!r}: a model yaml such as yolov8n.yaml")
+    return text
+
+
+RECIPE_TYPES = {
+    "arch": arch_yaml,
+    "epochs": positive_int,
+    "imgsz": image_size,
+    "batch": positive_int,
+    "seed": non_negative_int,
+    "workers": non_negative_int,
+}
+RECIPE_OPTIONS = tuple(RECIPE_TYPES)
 
 
 def add_recipe_options(parser: argparse.ArgumentParser) -> None:
     """The recipe's options, defined once: cross-validation and the shipped training take the same ones."""
     defaults = TrainSettings()
-    for name in RECIPE_OPTIONS:
-        value = getattr(defaults, name)
-        parser.add_argument(f"--{name}", type=type(value), default=value)
+    for name, kind in RECIPE_TYPES.items():
+        parser.add_argument(f"--{name}", type=kind, default=getattr(defaults, name))
+
+
+def folder_problem(path: Path, option: str) -> None:
+    """A folder the command writes into: refused (DatasetError, exit 2) when it is a file."""
+    from .dataset import DatasetError
+
+    if path.exists() and not path.is_dir():
+        raise DatasetError(f"{option} {path}: is a file, not a folder")
 
 
 def recipe_from(args: argparse.Namespace) -> TrainSettings:

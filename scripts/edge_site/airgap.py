@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import sys
 import urllib.error
 import urllib.request
 import zipfile
@@ -30,6 +31,7 @@ from pathlib import Path
 import yaml
 
 from . import server_image
+from .overlays import first_problem
 from .shell import JUJU_CHANNEL, MICROK8S_CHANNEL, REGISTRY, ROOT, StepFailed, run
 
 CHARM_NAME = "onnx-model.charm"  # our packed charm, as build/ and DIR hold it
@@ -87,7 +89,7 @@ def bundle_charms(overlays: list[Path]) -> dict[str, tuple[str, str]]:
     return {
         app: (spec["charm"], spec["channel"])
         for app, spec in merged["applications"].items()
-        if not is_ours(spec) and "channel" in spec
+        if not is_ours(spec) and "channel" in spec and "charm" in spec
     }
 
 
@@ -298,7 +300,11 @@ def import_(src: Path, say=print) -> int:
     side_load(src, say)
     push(src, say)
     count = sum(len(v) for v in manifest(src).values())
-    say(f"{count} images loaded; deploy with --overlay overlays/airgapped.yaml --overlay {src}/charms.yaml")
+    say(
+        f"{count} images loaded; deploy with --overlay overlays/airgapped.yaml --overlay {src}/charms.yaml "
+        "from a copy under your home that you own (the juju snap reads nothing else), "
+        f"or let `sudo scripts/bootstrap-edge-site --airgapped {src}` stage and deploy it"
+    )
     return 0
 
 
@@ -311,11 +317,19 @@ def main(argv: list[str]) -> int:
     ex.add_argument("dir", type=Path)
     ex.add_argument("--overlay", type=Path, action="append", default=[], help="overlays that add Charmhub charms")
     ex.add_argument(
-        "--builder", help="what builds the server image: buildah, podman or docker (default: the first found)"
+        "--builder",
+        choices=server_image.BUILDERS,
+        help="what builds the server image: buildah, podman or docker (default: the first found)",
     )
     im = sub.add_parser("import", help="on the edge machine (MicroK8s installed): load DIR's images")
     im.add_argument("dir", type=Path)
     args = p.parse_args(argv)
+    problem = first_problem(args.overlay) if args.command == "export" else None
+    if args.dir.exists() and not args.dir.is_dir():
+        problem = f"{args.dir}: is a file; DIR is the folder the export goes into (or comes from)"
+    if problem:
+        print(f"airgap-images {args.command}: {problem}", file=sys.stderr)
+        return 2
 
     def say(line: str) -> None:
         print(line, flush=True)
@@ -325,5 +339,8 @@ def main(argv: list[str]) -> int:
             return export(args.dir, args.overlay, say, builder=args.builder)
         return import_(args.dir, say)
     except StepFailed as exc:
-        print(f"airgap-images {args.command}: {exc}", flush=True)
+        print(f"airgap-images {args.command}: {exc}", file=sys.stderr, flush=True)
+        return 1
+    except OSError as exc:  # a full disk, a read-only folder: the world refused, named
+        print(f"airgap-images {args.command}: {exc.filename or args.dir}: {exc.strerror or exc}", file=sys.stderr)
         return 1

@@ -30,17 +30,10 @@ from pathlib import Path
 
 import yaml
 
-from . import airgap, server_image
-from .shell import (
-    CHARMCRAFT_CHANNEL,
-    JUJU_CHANNEL,
-    MICROK8S_CHANNEL,
-    REGISTRY,
-    ROOT,
-    StepFailed,
-    run,
-    succeeds,
-)
+from . import airgap, server_image, snaps
+from .overlays import first_problem
+from .shell import REGISTRY, ROOT, StepFailed, run, succeeds
+from .stage import STAGE_DIR, Stage, plan
 
 CHARM_DIR = ROOT / "charms" / "onnx-model"
 CHARM_SOURCES = ("charmcraft.yaml", "requirements.txt", "src")  # what the packed charm is made of
@@ -56,6 +49,18 @@ BUILDERS = ("buildah", "podman", "docker")  # any of them builds the server imag
 # architectures, and istio-pilot bundles istioctl-1.17.3-linux-amd64 (canonical/istio-operators,
 # track/1.17, charms/istio-pilot/charmcraft.yaml).
 SITE_ARCHES = ("x86_64", "amd64")
+# The Juju controller's MongoDB: on Kubernetes bootstrap writes mongod's arguments into the
+# controller pod, and only the "low" profile adds --wiredTigerCacheSizeGB=mongo.LowCacheSize
+# (juju/juju caas/kubernetes/provider/bootstrap.go controllerContainers, read at 001c63e7; the 3.6
+# branch is too large to fetch here, main's internal/provider/kubernetes/bootstrap.go dropped it);
+# the default profile leaves MongoDB's own cache size, the larger of 50% of (RAM - 1 GB) and 256 MB.
+MONGO_PROFILE = "mongo-memory-profile=low"
+# A pod's default service account, which may read no secrets once the API server authorizes with
+# RBAC; under MicroK8s 1.28's default --authorization-mode=AlwaysAllow (canonical/microk8s 1.28
+# microk8s-resources/default-args/kube-apiserver) everyone may. `microk8s enable rbac` sets
+# RBAC,Node and restarts the API server (canonical/microk8s-core-addons 1.28 addons/rbac/enable).
+# `kubectl auth can-i` prints yes/no (k8s.io/kubectl v0.28 pkg/cmd/auth/cani.go).
+RBAC_PROBE = ("auth", "can-i", "list", "secrets", "--all-namespaces", "--as=system:serviceaccount:default:default")
 
 
 @dataclass
@@ -107,15 +112,18 @@ class Bootstrap:
         os_release: Path = Path("/etc/os-release"),
         server_archive: Path | None = None,
         builder_path: str | None = None,
+        refresh_snaps: bool = False,
     ) -> None:
         self.airgap, self.say, self.charm, self.user = airgap, say, charm, user
         self.os_release, self.server_archive, self.builder_path = os_release, server_archive, builder_path
+        self.refresh_snaps = refresh_snaps
         self.overlays = list(overlays)
         if airgap is not None:  # Charmhub images from the registry, charms from the folder
             for extra in (ROOT / "overlays" / "airgapped.yaml", airgap / "charms.yaml"):
                 if extra.resolve() not in {o.resolve() for o in self.overlays}:
                     self.overlays.append(extra)
         self.addons = ["dns", "hostpath-storage"] + (["registry"] if airgap is not None else [])
+        self._home: Path | None = None
 
     def juju(self, *args: str, check: bool = True, stdin: str | None = None):
         return run("juju", *args, check=check, user=self.user, stdin=stdin)
@@ -135,6 +143,47 @@ class Bootstrap:
     def in_group(self) -> bool:
         out = run("id", "-nG", self.user, check=False)
         return out.returncode == 0 and MICROK8S_GROUP in out.stdout.split()
+
+    def snap_ready(self, name: str) -> bool:
+        """Installed as the site needs it; the wrong release or confinement stops the run with the
+        command that fixes it (or, with --refresh-snaps, is left to act() where that is safe)."""
+        snap = snaps.installed(name)
+        if snap is None:
+            return False
+        wrong = snaps.problem(snaps.WANTED[name], snap)
+        if wrong is None:
+            return True
+        text, refresh = snaps.fix(snaps.WANTED[name])
+        if refresh is not None and self.refresh_snaps:
+            return False
+        also = " (or rerun bootstrap with --refresh-snaps)" if refresh is not None else ""
+        raise StepFailed(f"{wrong}. Fix: {text}{also}")
+
+    def rbac_enforced(self) -> bool:
+        out = run("microk8s", "kubectl", *RBAC_PROBE, check=False)
+        return out.stdout.strip().startswith("no")
+
+    def home(self) -> Path:
+        """The Juju user's home, where the juju snap may read files (sudo -H sets HOME)."""
+        if self._home is None:
+            self._home = Path(run("sh", "-c", 'printf %s "$HOME"', user=self.user).stdout)
+        return self._home
+
+    def stage(self) -> Stage:
+        """The bundle, overlays and charms as `juju deploy` will read them (stage.py says why)."""
+        return plan(ROOT / "bundle.yaml", self.overlays, self.home() / STAGE_DIR, {CHARM.resolve(): self.charm})
+
+    def staged(self) -> bool:
+        stage = self.stage()
+        if not stage.current():
+            return False
+        owners = run("stat", "-c", "%U", *map(str, stage.files)).stdout.split()
+        return owners == [self.user] * len(stage.files)
+
+    def write_stage(self) -> None:
+        stage = self.stage()
+        stage.write()
+        run("chown", "-R", f"{self.user}:", str(stage.root))
 
     def has_local_share(self) -> bool:
         return succeeds("sh", "-c", 'test -d "$HOME/.local/share"', user=self.user)
@@ -182,11 +231,23 @@ class Bootstrap:
     # --- what each step does --------------------------------------------------------
 
     def bootstrap_config(self) -> list[str]:
-        """Air-gapped: Juju's own images (controller, charm bases) from the local registry too."""
-        return ["--config", f"caas-image-repo={REGISTRY}/jujusolutions"] if self.airgap is not None else []
+        """A capped controller database; air-gapped, Juju's own images from the local registry too."""
+        config = ["--config", MONGO_PROFILE]
+        if self.airgap is not None:
+            config += ["--config", f"caas-image-repo={REGISTRY}/jujusolutions"]
+        return config
 
-    def install_snap(self, name: str, channel: str, classic: bool) -> None:
-        """From the store, or on an air-gapped host from the snap the export downloaded."""
+    def install_snap(self, name: str) -> None:
+        """From the store, or on an air-gapped host from the snap the export downloaded; an installed
+        snap of the wrong release is refreshed (only with --refresh-snaps: snap_ready)."""
+        wanted = snaps.WANTED[name]
+        if snaps.installed(name) is not None:
+            _, refresh = snaps.fix(wanted)
+            if refresh is None:
+                raise StepFailed(f"{name} is installed but not as the site needs it; bootstrap will not replace it")
+            run(*refresh)
+            return
+        channel, classic = wanted.channel, bool(wanted.classic)
         flags = ["--classic"] if classic else []
         local = airgap.local_snap(self.airgap, name) if self.airgap is not None else None
         if local is None:
@@ -244,10 +305,9 @@ class Bootstrap:
         run("microk8s", "ctr", "image", "import", str(archive))
 
     def deploy(self) -> None:
-        if self.airgap is not None:
-            airgap.localize_charm_paths(self.airgap)
-        cmd = ["deploy", "-m", f"{CONTROLLER}:{MODEL}", str(ROOT / "bundle.yaml"), "--trust"]
-        for overlay in self.overlays:
+        stage = self.stage()
+        cmd = ["deploy", "-m", f"{CONTROLLER}:{MODEL}", str(stage.bundle), "--trust"]
+        for overlay in stage.overlays:
             cmd += ["--overlay", str(overlay)]
         self.juju(*cmd)
 
@@ -261,9 +321,9 @@ class Bootstrap:
         return [
             Step("snapd", lambda: succeeds("snap", "version"), lambda: None, "install snapd: apt install snapd"),
             Step(
-                f"MicroK8s {MICROK8S_CHANNEL}",
-                lambda: succeeds("snap", "list", "microk8s"),
-                lambda: self.install_snap("microk8s", MICROK8S_CHANNEL, classic=True),
+                f"MicroK8s {snaps.WANTED['microk8s'].channel} (classic)",
+                lambda: self.snap_ready("microk8s"),
+                lambda: self.install_snap("microk8s"),
                 "check `snap changes`",
             ),
             Step(
@@ -291,11 +351,17 @@ class Bootstrap:
                 self.enable_addons,
                 "see `microk8s status` and `microk8s inspect`",
             ),
+            Step(
+                "RBAC: a pod's service account may read no secrets (microk8s enable rbac)",
+                self.rbac_enforced,
+                lambda: run("microk8s", "enable", "rbac"),
+                "`microk8s kubectl " + " ".join(RBAC_PROBE) + "` must answer no; see `microk8s inspect`",
+            ),
             *self.push_steps(),
             Step(
-                f"Juju {JUJU_CHANNEL}",
-                lambda: succeeds("snap", "list", "juju"),
-                lambda: self.install_snap("juju", JUJU_CHANNEL, classic=False),
+                f"Juju {snaps.WANTED['juju'].channel}",
+                lambda: self.snap_ready("juju"),
+                lambda: self.install_snap("juju"),
                 "check `snap changes`",
             ),
             Step(
@@ -325,6 +391,13 @@ class Bootstrap:
             ),
             *self.server_image_steps(),
             *self.pack_steps(),
+            Step(
+                f"bundle, overlays and charms staged in ~{user}/{STAGE_DIR}, owned by {user}",
+                self.staged,
+                self.write_stage,
+                f"the strictly confined juju snap reads only files {user} owns under ~{user} "
+                "(snapd's home interface); that home must be under /home",
+            ),
             Step(
                 "bundle deployed",
                 self.deployed,
@@ -410,9 +483,9 @@ class Bootstrap:
             ]
         steps = [
             Step(
-                f"charmcraft {CHARMCRAFT_CHANNEL}",
-                lambda: succeeds("snap", "list", "charmcraft"),
-                lambda: run("snap", "install", "charmcraft", "--classic", f"--channel={CHARMCRAFT_CHANNEL}"),
+                f"charmcraft {snaps.WANTED['charmcraft'].channel}",
+                lambda: self.snap_ready("charmcraft"),
+                lambda: self.install_snap("charmcraft"),
                 "check `snap changes`",
             )
         ]
@@ -494,16 +567,22 @@ def main(argv: list[str]) -> int:
         help="no internet: snaps, images and charms from DIR (made by `scripts/airgap-images export DIR`)",
     )
     p.add_argument(
+        "--refresh-snaps",
+        action="store_true",
+        help="refresh an installed juju or charmcraft snap of the wrong release instead of stopping "
+        "(MicroK8s is never replaced: that would delete its cluster)",
+    )
+    p.add_argument(
         "--server-image-archive",
         type=Path,
         metavar="FILE",
         help=f"a prebuilt server image (docker-archive holding {server_image.reference()}) instead of building it",
     )
     args = p.parse_args(argv)
-    for overlay in args.overlay:
-        if not overlay.is_file():
-            print(f"bootstrap-edge-site: --overlay {overlay}: no such file", file=sys.stderr)
-            return 2
+    problem = first_problem(args.overlay)
+    if problem:
+        print(f"bootstrap-edge-site: {problem}", file=sys.stderr)
+        return 2
     if args.airgapped is not None and not (args.airgapped / "images.json").is_file():
         print(
             f"bootstrap-edge-site: --airgapped {args.airgapped}: not a folder from `airgap-images export`",
@@ -523,4 +602,5 @@ def main(argv: list[str]) -> int:
         say=lambda line: print(line, flush=True),
         user=os.environ.get("SUDO_USER") or "root",
         server_archive=args.server_image_archive.resolve() if args.server_image_archive else None,
+        refresh_snaps=args.refresh_snaps,
     ).run()

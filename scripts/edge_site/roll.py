@@ -8,14 +8,26 @@ failure restore the previous values and wait for them to serve again.
 A canary (``canary()``, ``promote()``, ``abort()``) is driven through the charm's
 canary-* options and read back from the status the charm sets (serving_status.py):
 ``serving /model/<name>/ sha <7>, canary <7> at <N>%``.
+
+Juju's timing: ``set_config`` returns once the controller stored the options
+(python-libjuju application.py, SetConfigs); the charm sees them at its next hook, seconds
+later, and until then the unit shows the status it had before. So every wait first waits for
+a status set after the change (``wait_until``'s baseline), and judges only that.
+
+Ctrl-C (SIGINT, which ``run`` turns into a cancellation): a roll puts the previous
+model-uri/model-sha256 back; a canary, promote or abort says what it left and the command
+that finishes it. Errors from Juju while changing options are named, never a traceback; a
+change Juju refuses before anything changed is exit 1 (JUJU_REFUSED), with the command to check.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import re
+import signal
 import sys
 import time
 import urllib.error
@@ -29,8 +41,14 @@ sys.path.insert(0, str(ROOT / "charms" / "onnx-model" / "src"))
 
 from model_config import DEFAULT_MODEL_SHA256  # noqa: E402
 
-OK, USAGE, ROLLED_BACK, ROLLBACK_FAILED = 0, 2, 3, 4
+# 1: Juju refused a change (named; nothing else changed), 2: bad usage or no Juju connection:
+# the world refusing is not a usage error.
+OK, JUJU_REFUSED, USAGE, ROLLED_BACK, ROLLBACK_FAILED, INTERRUPTED = 0, 1, 2, 3, 4, 130
 KEYS = ("model-uri", "model-sha256")
+# How long a unit may keep the status it had before a change: Juju runs config-changed seconds
+# after set_config; a status identical to the one before may keep its `since` (then it is judged
+# after this long).
+SETTLE_SECONDS = 60.0
 CANARY_KEYS = ("canary-model-uri", "canary-model-sha256", "canary-weight")
 # After the charm routed the canary's share back, before its pods go: istiod pushes a changed
 # VirtualService to the gateway within about a second; this leaves room for a slow push.
@@ -60,35 +78,97 @@ def _no_such_app(model: Any, app_name: str) -> Outcome:
     return Outcome(USAGE, f"no application {app_name!r} in model {getattr(model, 'name', '?')}")
 
 
+Baseline = dict[str, tuple[Any, ...]]
+
+
+class ConfigRefused(Exception):
+    """Juju (or python-libjuju) refused an option change; the message names the options (exit 1)."""
+
+
+def _check(app_name: str) -> str:
+    """What to look at after Juju refused a change."""
+    return f"check `juju config {app_name}` and `juju status {app_name}`"
+
+
+def _statuses(app: Any) -> Baseline:
+    """Each unit's (status, message, since): what it showed before a change."""
+    return {u.name: _statuses_of(u) for u in app.units}
+
+
+async def configure(app: Any, app_name: str, values: dict[str, str] | None = None, reset: list[str] = ()) -> Baseline:
+    """Set (or reset) options; the units' statuses just before, to tell a stale one from the answer.
+
+    Any error is named with the options it concerned (libjuju raises JujuError and its kin,
+    JujuApplicationConfigError, or the websocket's own errors on a dropped connection)."""
+    before = _statuses(app)
+    what = " ".join(
+        [*(f"{k}={v}" for k, v in (values or {}).items()), *([f"--reset {','.join(reset)}"] if reset else [])]
+    )
+    try:
+        if values:
+            await app.set_config(values)
+        if reset:
+            await app.reset_config(list(reset))
+    except Exception as exc:  # noqa: BLE001 - the boundary to Juju: named, never a traceback
+        raise ConfigRefused(f"juju config {app_name} {what} failed: {type(exc).__name__}: {exc}") from None
+    return before
+
+
+def _serving_despite_seldon(sha: str, message: str) -> bool:
+    """`serving <sha>; SeldonDeployment failed: ...`: the pods of ``sha`` are Ready and Seldon's
+    state still says Failed from the rollout before; Seldon recomputes it at its next reconcile
+    (v1.17.1 operator/controllers/seldondeployment_controller.go), the charm reports it until then
+    (serving_status.assess). Seen after a rollback, it is on its way to `active`."""
+    m = re.match(r"^serving ([0-9a-f]{7}(?:, [0-9a-f]{7})*); SeldonDeployment failed: ", message)
+    return bool(m) and sha[:7] in m.group(1).split(", ")
+
+
 async def wait_until(
-    app: Any, accept: Any, want: str, timeout: float, poll: float, blocked_ok: str = ""
+    app: Any,
+    accept: Any,
+    want: str,
+    timeout: float,
+    poll: float,
+    blocked_ok: Any = None,
+    before: Baseline | None = None,
 ) -> tuple[bool, str]:
-    """Until every unit's (status, message) is accepted; a blocked unit fails at once
-    unless its message contains ``blocked_ok``."""
-    deadline = time.monotonic() + timeout
+    """Until every unit's (status, message) is accepted. A unit still showing what it showed
+    ``before`` the change has not run a hook since: it is not judged (for SETTLE_SECONDS at most).
+    A blocked unit fails at once unless ``blocked_ok(message)``."""
+    start = time.monotonic()
+    deadline, settled = start + timeout, start + min(SETTLE_SECONDS, timeout)
     last = "no units"
     while time.monotonic() < deadline:
         units = list(app.units)
-        if units:
+        stale = [u for u in units if before and before.get(u.name) == _statuses_of(u)]
+        if units and (not stale or time.monotonic() >= settled):
             states = [(u.workload_status, u.workload_status_message) for u in units]
             last = "; ".join(f"{s}: {m}" for s, m in states)
-            blocked = [m for s, m in states if s == "blocked" and not (blocked_ok and blocked_ok in m)]
+            blocked = [m for s, m in states if s == "blocked" and not (blocked_ok and blocked_ok(m))]
             if blocked:
                 return False, f"blocked: {blocked[0]}"
             if all(accept(s, m) for s, m in states):
                 return True, last
+        elif units:
+            last = "; ".join(f"{u.workload_status}: {u.workload_status_message} (before the change)" for u in units)
         await asyncio.sleep(poll)
     return False, f"not {want} after {timeout:g}s (last status: {last})"
 
 
-async def wait_serving(app: Any, sha: str, timeout: float, poll: float) -> tuple[bool, str]:
+def _statuses_of(unit: Any) -> tuple[Any, ...]:
+    return (unit.workload_status, unit.workload_status_message, unit.workload_status_since)
+
+
+async def wait_serving(app: Any, sha: str, timeout: float, poll: float, before: Baseline) -> tuple[bool, str]:
     """Until every unit says `serving ... sha <7>` (with or without a canary beside it)."""
 
     def accept(status: str, message: str) -> bool:
         state = serving(status, message)
         return state is not None and state[0] == sha[:7]
 
-    return await wait_until(app, accept, f"serving sha {sha[:7]}", timeout, poll)
+    return await wait_until(
+        app, accept, f"serving sha {sha[:7]}", timeout, poll, lambda m: _serving_despite_seldon(sha, m), before
+    )
 
 
 def smoke_test(
@@ -128,23 +208,87 @@ async def roll(
     config = await app.get_config()
     previous = {k: _value(config, k) for k in KEYS}
     model_name = _value(config, "model-name") or app_name
-    say(f"{app_name}: rolling {previous['model-sha256'][:7] or 'default'} -> {sha[:7]} ({uri})")
-    await app.set_config({"model-uri": uri, "model-sha256": sha})
-    ok, why = await wait_serving(app, sha, timeout, poll)
-    if ok:
-        say(f"{app_name}: {why}")
-        # A canary beside it may answer too: its share of the requests is not the new model's.
-        ok, why = smoke_test(gateway_url, model_name, sample, sha, or_sha=_value(config, "canary-model-sha256"))
-    if ok:
-        say(f"{app_name}: {why}")
-        return Outcome(OK, f"{app_name} serves {sha[:7]}")
-    say(f"{app_name}: roll failed ({why}); restoring the previous model")
-    await app.set_config(previous)
     old_sha = previous["model-sha256"] or DEFAULT_MODEL_SHA256
-    back, why_back = await wait_serving(app, old_sha, timeout, poll)
+    say(f"{app_name}: rolling {previous['model-sha256'][:7] or 'default'} -> {sha[:7]} ({uri})")
+    try:
+        before = await configure(app, app_name, {"model-uri": uri, "model-sha256": sha})
+        ok, why = await wait_serving(app, sha, timeout, poll, before)
+        if ok:
+            say(f"{app_name}: {why}")
+            # A canary beside it may answer too: its share of the requests is not the new model's.
+            ok, why = smoke_test(gateway_url, model_name, sample, sha, or_sha=_value(config, "canary-model-sha256"))
+        if ok:
+            say(f"{app_name}: {why}")
+            return Outcome(OK, f"{app_name} serves {sha[:7]}")
+    except ConfigRefused as exc:
+        return Outcome(JUJU_REFUSED, f"{app_name}: {exc}; nothing changed; {_check(app_name)}")
+    except asyncio.CancelledError:  # the new model may be set already: put the previous one back
+        return await _interrupted_roll(app, app_name, previous, sha, say)
+    say(f"{app_name}: roll failed ({why}); restoring the previous model")
+    try:
+        before = await configure(app, app_name, previous)
+    except ConfigRefused as exc:
+        return Outcome(
+            ROLLBACK_FAILED, f"{app_name}: new model refused ({why}) and {exc}; {_restore_hint(app_name, previous)}"
+        )
+    try:
+        back, why_back = await wait_serving(app, old_sha, timeout, poll, before)
+    except asyncio.CancelledError:
+        return Outcome(
+            INTERRUPTED,
+            f"{app_name}: interrupted while {old_sha[:7]} rolls back in: its model-uri/model-sha256 are restored; "
+            f"`juju status {app_name}` until it says serving sha {old_sha[:7]}",
+        )
     if back:
         return Outcome(ROLLED_BACK, f"{app_name}: new model refused ({why}); {old_sha[:7]} serves again")
     return Outcome(ROLLBACK_FAILED, f"{app_name}: new model refused ({why}) and rollback failed: {why_back}")
+
+
+def _restore_hint(app_name: str, previous: dict[str, str]) -> str:
+    """The command that puts ``previous`` back by hand (unset options: back to the charm's default)."""
+    if all(previous.values()):
+        return "restore it with: juju config " + app_name + " " + " ".join(f"{k}={v}" for k, v in previous.items())
+    return f"restore it with: juju config {app_name} --reset {','.join(previous)}"
+
+
+async def _interrupted_roll(app: Any, app_name: str, previous: dict[str, str], sha: str, say) -> Outcome:
+    """Ctrl-C after the new model was set: put the previous one back (Juju and Seldon roll the pods)."""
+    old = previous["model-sha256"][:7] or "the default model"
+    say(f"{app_name}: interrupted; restoring {old}")
+    try:
+        await configure(
+            app, app_name, {k: v for k, v in previous.items() if v}, [k for k, v in previous.items() if not v]
+        )
+    except (ConfigRefused, asyncio.CancelledError) as exc:
+        reason = "interrupted again" if isinstance(exc, asyncio.CancelledError) else str(exc)
+        return Outcome(
+            INTERRUPTED,
+            f"{app_name}: interrupted, and the previous model was not restored ({reason}): it is configured for "
+            f"{sha[:7]}; {_restore_hint(app_name, previous)}",
+        )
+    return Outcome(
+        INTERRUPTED,
+        f"{app_name}: interrupted; model-uri/model-sha256 set back to {old}, which keeps or takes back the "
+        f"traffic once its pods are Ready: `juju status {app_name}` until it says serving sha {old}",
+    )
+
+
+async def _left(app: Any, app_name: str, finish: str) -> Outcome:
+    """Ctrl-C in a canary step: say exactly what the options are now, and what finishes the job."""
+    try:
+        config = await app.get_config()
+    except (Exception, asyncio.CancelledError):  # noqa: BLE001 - we are already reporting an interruption
+        return Outcome(
+            INTERRUPTED, f"{app_name}: interrupted; `juju config {app_name}` shows what is set; then {finish}"
+        )
+    stable = (_value(config, "model-sha256") or DEFAULT_MODEL_SHA256)[:7]
+    state = f"model {stable}"
+    if _value(config, "canary-model-uri"):
+        weight = _value(config, "canary-weight") or "unset"
+        state += f", canary {_value(config, 'canary-model-sha256')[:7]} at canary-weight {weight}"
+    else:
+        state += ", no canary"
+    return Outcome(INTERRUPTED, f"{app_name}: interrupted; configured now: {state}; {finish}")
 
 
 async def canary(
@@ -168,20 +312,28 @@ async def canary(
     stable = _value(config, "model-sha256") or DEFAULT_MODEL_SHA256
     say(f"{app_name}: canary {sha[:7]} ({uri}) at {weight}% beside {stable[:7]}")
     # libjuju's set_config takes strings only (juju/python-libjuju juju/application.py).
-    await app.set_config({"canary-model-uri": uri, "canary-model-sha256": sha, "canary-weight": str(weight)})
+    change = {"canary-model-uri": uri, "canary-model-sha256": sha, "canary-weight": str(weight)}
 
     def routed(status: str, message: str) -> bool:
         return serving(status, message) == (stable[:7], sha[:7], weight)
 
-    ok, why = await wait_until(app, routed, f"serving canary {sha[:7]} at {weight}%", timeout, poll)
-    if ok:
-        say(f"{app_name}: {why}")
-        ok, why = smoke_test(gateway_url, _value(config, "model-name") or app_name, sample, stable, or_sha=sha)
-    if ok:
-        say(f"{app_name}: {why}")
-        return Outcome(OK, f"{app_name}: canary {sha[:7]} answers {weight}% of requests, {stable[:7]} the rest")
-    say(f"{app_name}: canary failed ({why}); removing it")
-    removed, why_removed = await _remove_canary(app, app_name, sha, stable, timeout, poll, say, drain)
+    try:
+        before = await configure(app, app_name, change)
+        ok, why = await wait_until(
+            app, routed, f"serving canary {sha[:7]} at {weight}%", timeout, poll, before=before
+        )  # fmt: skip
+        if ok:
+            say(f"{app_name}: {why}")
+            ok, why = smoke_test(gateway_url, _value(config, "model-name") or app_name, sample, stable, or_sha=sha)
+        if ok:
+            say(f"{app_name}: {why}")
+            return Outcome(OK, f"{app_name}: canary {sha[:7]} answers {weight}% of requests, {stable[:7]} the rest")
+        say(f"{app_name}: canary failed ({why}); removing it")
+        removed, why_removed = await _remove_canary(app, app_name, sha, stable, timeout, poll, say, drain)
+    except ConfigRefused as exc:
+        return Outcome(JUJU_REFUSED, f"{app_name}: {exc}; nothing changed; {_check(app_name)}")
+    except asyncio.CancelledError:
+        return await _left(app, app_name, f"remove the canary with: scripts/roll-model {app_name} --abort")
     if removed:
         return Outcome(ROLLED_BACK, f"{app_name}: canary {sha[:7]} refused ({why}); removed, {stable[:7]} serves all")
     return Outcome(ROLLBACK_FAILED, f"{app_name}: canary {sha[:7]} refused ({why}) and not removed: {why_removed}")
@@ -207,9 +359,16 @@ async def promote(
         return Outcome(USAGE, f"{app_name} has no canary to promote (canary-model-uri is not set)")
     say(f"{app_name}: promoting canary {sha[:7]}: the stable model rolls to it first")
     outcome = await roll(model, app_name, uri, sha, gateway_url, sample, timeout, poll, say)
+    if outcome.code == INTERRUPTED:
+        return Outcome(INTERRUPTED, f"{outcome.message}; the canary is left as it was")
     if outcome.code != OK:
         return outcome  # the previous stable model serves again; the canary is left as it was
-    removed, why = await _remove_canary(app, app_name, sha, sha, timeout, poll, say, drain)
+    try:
+        removed, why = await _remove_canary(app, app_name, sha, sha, timeout, poll, say, drain)
+    except asyncio.CancelledError:
+        return await _left(
+            app, app_name, f"{sha[:7]} serves; remove the canary with: scripts/roll-model {app_name} --abort"
+        )
     if removed:
         return Outcome(OK, f"{app_name}: promoted, {sha[:7]} serves all requests")
     return Outcome(ROLLBACK_FAILED, f"{app_name}: {sha[:7]} serves, but the canary was not removed: {why}")
@@ -227,7 +386,10 @@ async def abort(
     if not _value(config, "canary-model-uri"):
         return Outcome(USAGE, f"{app_name} has no canary to abort (canary-model-uri is not set)")
     stable = _value(config, "model-sha256") or DEFAULT_MODEL_SHA256
-    removed, why = await _remove_canary(app, app_name, sha, stable, timeout, poll, say, drain)
+    try:
+        removed, why = await _remove_canary(app, app_name, sha, stable, timeout, poll, say, drain)
+    except asyncio.CancelledError:
+        return await _left(app, app_name, f"finish with: scripts/roll-model {app_name} --abort")
     if removed:
         return Outcome(OK, f"{app_name}: canary {sha[:7]} removed, {stable[:7]} serves all requests")
     return Outcome(ROLLBACK_FAILED, f"{app_name}: canary {sha[:7]} not removed: {why}")
@@ -237,7 +399,10 @@ async def _remove_canary(
     app: Any, app_name: str, sha: str, stable: str, timeout: float, poll: float, say, drain: float
 ) -> tuple[bool, str]:
     """Weight 0 first and wait until the charm routed it so; then, after a drain, the options go."""
-    await app.set_config({"canary-weight": "0"})
+    try:
+        before = await configure(app, app_name, {"canary-weight": "0"})
+    except ConfigRefused as exc:
+        return False, str(exc)
 
     def unrouted(status: str, message: str) -> bool:
         # Routed at 0%, or never routed at all: not Ready, or refused by Seldon (blocked).
@@ -245,17 +410,22 @@ async def _remove_canary(
             f"canary {sha[:7]} not Ready" in message or f"canary {sha[:7]} refused" in message
         )
 
-    ok, why = await wait_until(app, unrouted, f"routing 0% to canary {sha[:7]}", timeout, poll, blocked_ok="canary")
+    ok, why = await wait_until(
+        app, unrouted, f"routing 0% to canary {sha[:7]}", timeout, poll, lambda m: "canary" in m, before
+    )
     if not ok:
         return False, why
     say(f"{app_name}: canary {sha[:7]} takes no more requests; removing it in {drain:g}s")
     await asyncio.sleep(drain)
-    await app.reset_config(list(CANARY_KEYS))
+    try:
+        before = await configure(app, app_name, reset=list(CANARY_KEYS))
+    except ConfigRefused as exc:
+        return False, f"{exc} (it takes no requests: canary-weight is 0)"
 
     def gone(status: str, message: str) -> bool:
         return serving(status, message) == (stable[:7], "", 0)
 
-    ok, why = await wait_until(app, gone, f"serving {stable[:7]} without a canary", timeout, poll)
+    ok, why = await wait_until(app, gone, f"serving {stable[:7]} without a canary", timeout, poll, before=before)
     if ok:
         say(f"{app_name}: {why}")
     return ok, why
@@ -270,10 +440,16 @@ async def connect(model_name: str) -> Any:
 
 
 async def run(args: Any) -> Outcome:
+    """One command against the model; Ctrl-C cancels it, and each command says what it left."""
+    loop, task = asyncio.get_running_loop(), asyncio.current_task()
+    with contextlib.suppress(NotImplementedError, RuntimeError):  # no signal handlers off the main thread
+        loop.add_signal_handler(signal.SIGINT, task.cancel)
     try:
         model = await connect(args.model)
-    except Exception as exc:  # libjuju raises many types for "no controller"
-        return Outcome(USAGE, f"cannot connect to Juju model {args.model!r}: {exc}")
+    except asyncio.CancelledError:
+        return Outcome(INTERRUPTED, "interrupted before connecting: nothing changed")
+    except Exception as exc:  # noqa: BLE001 - libjuju raises many types for "no controller"
+        return Outcome(USAGE, f"cannot connect to Juju model {args.model!r}: {type(exc).__name__}: {exc}")
     try:
         if args.promote:
             return await promote(model, args.app, args.gateway_url, args.sample, args.timeout)
@@ -284,5 +460,10 @@ async def run(args: Any) -> Outcome:
                 model, args.app, args.uri, args.sha256, args.canary, args.gateway_url, args.sample, args.timeout
             )
         return await roll(model, args.app, args.uri, args.sha256, args.gateway_url, args.sample, args.timeout)
+    except ConfigRefused as exc:  # each command names its own; none leaves here as a traceback
+        return Outcome(JUJU_REFUSED, f"{args.app}: {exc}; {_check(args.app)}")
+    except asyncio.CancelledError:  # before any option was changed (each command handles it after)
+        return Outcome(INTERRUPTED, f"{args.app}: interrupted before anything changed")
     finally:
-        await model.disconnect()
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await model.disconnect()

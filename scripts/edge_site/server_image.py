@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import queue
 import re
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -190,21 +192,35 @@ def pip_args(tool: str) -> list[str]:
     return args
 
 
-def _stream(cmd: list[str], say: Callable[[str], object]) -> int:
-    """Run a long build, passing its output on line by line (a build is minutes of silence otherwise)."""
+def _stream(cmd: list[str], say: Callable[[str], object], timeout: float = BUILD_TIMEOUT_S) -> int:
+    """Run a long build, passing its output on line by line (a build is minutes of silence otherwise).
+
+    The deadline holds whether or not the build prints: lines are read on a thread, and the
+    wait for the next one ends at the deadline, so a build hung in silence is killed too.
+    """
     env = {**os.environ, "DOCKER_BUILDKIT": "1"}  # docker: the recipe's RUN --mount needs BuildKit
     try:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     except FileNotFoundError:
         raise StepFailed(f"`{cmd[0]}` is not installed") from None
     assert proc.stdout is not None
-    deadline = time.monotonic() + BUILD_TIMEOUT_S
-    for line in proc.stdout:
-        say(f"  {line.rstrip()}")
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise StepFailed(f"`{' '.join(cmd[:3])} ...` did not finish in {BUILD_TIMEOUT_S:g}s")
-    return proc.wait()
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def pump(out) -> None:
+        for line in out:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=pump, args=(proc.stdout,), daemon=True).start()
+    deadline = time.monotonic() + timeout
+    try:
+        while (line := lines.get(timeout=max(0.0, deadline - time.monotonic()))) is not None:
+            say(f"  {line.rstrip()}")
+        return proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+    except (queue.Empty, subprocess.TimeoutExpired):
+        proc.kill()
+        proc.wait()
+        raise StepFailed(f"`{' '.join(cmd[:3])} ...` did not finish in {timeout:g}s") from None
 
 
 def save(reference: str, archive: Path, builder: str | None = None) -> Path:

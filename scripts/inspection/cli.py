@@ -16,11 +16,13 @@ import sys
 import threading
 from pathlib import Path
 
+from cli_values import gateway_url, model_name, positive_int, positive_number, probability
+
 from .broker import BrokerURL
 from .drop_folder import DropFolder
 from .folders import Folders
 from .message import DEFECT_THRESHOLD, UNCERTAIN_BAND, Band
-from .model_client import ModelClient, StartupError, check_url
+from .model_client import ModelClient, StartupError
 from .outbox import Outbox
 from .publisher import Credentials, Publisher, TlsFiles
 from .service import BrokerRefused, Service, Settings
@@ -32,8 +34,10 @@ def parser() -> argparse.ArgumentParser:
         description="Inspect each photo dropped in a folder and publish its result to MQTT (store and forward).",
     )
     p.add_argument("--watch", type=Path, required=True, metavar="DIR", help="the camera's drop folder")
-    p.add_argument("--url", default="http://127.0.0.1:31380", help="the gateway (default: the local site)")
-    p.add_argument("--model", default="scratch", help="the model's name: /model/<name>/")
+    p.add_argument(
+        "--url", type=gateway_url, default="http://127.0.0.1:31380", help="the gateway (default: the local site)"
+    )
+    p.add_argument("--model", type=model_name, default="scratch", help="the model's name: /model/<name>/")
     p.add_argument("--mqtt", required=True, metavar="URL", help="mqtt://host:1883/topic or mqtts://host:8883/topic")
     p.add_argument("--mqtt-user", metavar="USER")
     p.add_argument("--mqtt-password-file", type=Path, metavar="FILE", help="a file holding the password (one line)")
@@ -41,14 +45,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--tls-cert", type=Path, metavar="FILE", help="client certificate for mqtts://")
     p.add_argument("--tls-key", type=Path, metavar="FILE", help="its private key")
     p.add_argument("--outbox", type=Path, metavar="DIR", help="results waiting for the broker (default: DIR/.outbox)")
-    p.add_argument("--outbox-max-mb", type=float, default=256.0, help="size bound; the oldest go first (256)")
-    p.add_argument("--outbox-max-hours", type=float, default=168.0, help="age bound (168 = 7 days)")
+    p.add_argument("--outbox-max-mb", type=positive_number, default=256.0, help="size bound; the oldest go first (256)")
+    p.add_argument("--outbox-max-hours", type=positive_number, default=168.0, help="age bound (168 = 7 days)")
     p.add_argument("--done", type=Path, metavar="DIR", help="inspected photos (default: DIR/done)")
     p.add_argument("--failed", type=Path, metavar="DIR", help="photos the model refused + reason (default: DIR/failed)")
     p.add_argument("--relabel", type=Path, metavar="DIR", help="copies of uncertain or empty photos + the answer")
     p.add_argument(
         "--threshold",
-        type=float,
+        type=probability,
         default=DEFECT_THRESHOLD,
         help=f"defect = any detection at or above it ({DEFECT_THRESHOLD:g}: the served threshold)",
     )
@@ -58,9 +62,9 @@ def parser() -> argparse.ArgumentParser:
         metavar="LOW-HIGH",
         help=f"relabel band of the best confidence ({UNCERTAIN_BAND})",
     )
-    p.add_argument("--timeout", type=float, default=30.0, help="seconds per model request (30)")
-    p.add_argument("--attempts", type=int, default=5, help="tries when the model fails on a photo (5)")
-    p.add_argument("--poll", type=float, default=0.5, help="seconds between scans of the drop folder (0.5)")
+    p.add_argument("--timeout", type=positive_number, default=30.0, help="seconds per model request (30)")
+    p.add_argument("--attempts", type=positive_int, default=5, help="tries when the model fails on a photo (5)")
+    p.add_argument("--poll", type=positive_number, default=0.5, help="seconds between scans of the drop folder (0.5)")
     return p
 
 
@@ -73,35 +77,76 @@ def _readable(path: Path | None, option: str) -> None:
         raise Usage(f"{option} {path}: no such file")
 
 
-def validate(args: argparse.Namespace) -> tuple[BrokerURL, Credentials, TlsFiles, Band]:
+def _password(path: Path) -> str:
     try:
-        args.url = check_url(args.url)
+        return path.read_text().rstrip("\r\n")
+    except OSError as exc:
+        raise Usage(f"--mqtt-password-file {path}: cannot read it ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise Usage(f"--mqtt-password-file {path}: not a text file") from None
+
+
+def tls_context(tls: TlsFiles) -> ssl.SSLContext:
+    """The client's TLS context; a CA, certificate or key that does not load is named here, not
+    raised from paho's thread later."""
+    try:
+        ctx = ssl.create_default_context(cafile=str(tls.ca) if tls.ca else None)
+    except (OSError, ssl.SSLError) as exc:
+        raise Usage(f"--tls-ca {tls.ca}: not a readable PEM CA bundle ({_ssl_reason(exc)})") from None
+    if tls.cert:
+        try:
+            ctx.load_cert_chain(str(tls.cert), str(tls.key))
+        except (OSError, ssl.SSLError) as exc:
+            raise Usage(
+                f"--tls-cert {tls.cert} / --tls-key {tls.key}: not a PEM certificate and its key ({_ssl_reason(exc)})"
+            ) from None
+    return ctx
+
+
+def _ssl_reason(exc: Exception) -> str:
+    return getattr(exc, "reason", None) or getattr(exc, "strerror", None) or str(exc)
+
+
+def validate(args: argparse.Namespace) -> tuple[BrokerURL, Credentials, TlsFiles, Band]:
+    """What argparse's types cannot see alone: the folder, the files and how options combine."""
+    try:
         broker = BrokerURL.parse(args.mqtt)
         band = Band.parse(args.uncertain)
     except ValueError as exc:
         raise Usage(str(exc)) from None
     if not args.watch.is_dir():
         raise Usage(f"--watch {args.watch}: no such folder")
-    if not 0.0 < args.threshold <= 1.0:
-        raise Usage(f"--threshold {args.threshold}: must be in (0, 1]")
-    if args.outbox_max_mb <= 0 or args.outbox_max_hours <= 0:
-        raise Usage("--outbox-max-mb and --outbox-max-hours must be positive")
-    if args.attempts < 1 or args.timeout <= 0 or args.poll <= 0:
-        raise Usage("--attempts must be >= 1, --timeout and --poll positive")
-    for path, option in ((args.mqtt_password_file, "--mqtt-password-file"), (args.tls_ca, "--tls-ca")):
+    for path, option in (
+        (args.mqtt_password_file, "--mqtt-password-file"),
+        (args.tls_ca, "--tls-ca"),
+        (args.tls_cert, "--tls-cert"),
+        (args.tls_key, "--tls-key"),
+    ):
         _readable(path, option)
-    _readable(args.tls_cert, "--tls-cert")
-    _readable(args.tls_key, "--tls-key")
     if args.mqtt_password_file and not args.mqtt_user:
         raise Usage("--mqtt-password-file needs --mqtt-user")
     if (args.tls_ca or args.tls_cert) and not broker.tls:
         raise Usage(f"--tls-* options need an mqtts:// broker URL, not {args.mqtt!r}")
     if bool(args.tls_cert) != bool(args.tls_key):
         raise Usage("--tls-cert and --tls-key go together")
-    password = None
-    if args.mqtt_password_file:
-        password = args.mqtt_password_file.read_text().rstrip("\r\n")
-    return broker, Credentials(args.mqtt_user, password), TlsFiles(args.tls_ca, args.tls_cert, args.tls_key), band
+    password = _password(args.mqtt_password_file) if args.mqtt_password_file else None
+    tls = TlsFiles(args.tls_ca, args.tls_cert, args.tls_key)
+    if broker.tls:
+        tls_context(tls)
+    return broker, Credentials(args.mqtt_user, password), tls, band
+
+
+def _make_folder(folder: Path | None, option: str) -> None:
+    """The folder exists (made if need be) and takes a file: the world refusing is exit 1."""
+    if folder is None:
+        return
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".predict-write-check"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise StartupError(f"{option} {folder}: cannot write there ({exc.strerror or exc})") from None
 
 
 def check_broker(broker: BrokerURL, tls: TlsFiles, log) -> None:
@@ -117,9 +162,7 @@ def check_broker(broker: BrokerURL, tls: TlsFiles, log) -> None:
     with sock:
         if not broker.tls:
             return
-        ctx = ssl.create_default_context(cafile=str(tls.ca) if tls.ca else None)
-        if tls.cert:
-            ctx.load_cert_chain(str(tls.cert), str(tls.key))
+        ctx = tls_context(tls)
         try:
             ctx.wrap_socket(sock, server_hostname=broker.host).close()
         except ssl.SSLCertVerificationError as exc:
@@ -141,6 +184,19 @@ def main(argv: list[str]) -> int:
     except Usage as exc:
         print(f"predict: {exc}", file=sys.stderr)
         return 2
+    folders = Folders(args.done or args.watch / "done", args.failed or args.watch / "failed", args.relabel)
+    outbox_dir = args.outbox or args.watch / ".outbox"
+    try:  # the local folders first: a folder we cannot write is named before any network check
+        for folder, option in ((folders.done, "--done"), (folders.failed, "--failed"), (folders.relabel, "--relabel")):
+            _make_folder(folder, option)
+        _make_folder(outbox_dir, "--outbox")
+        outbox = Outbox(outbox_dir, int(args.outbox_max_mb * 1024 * 1024), args.outbox_max_hours * 3600, log)
+    except StartupError as exc:
+        print(f"predict: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"predict: --outbox {outbox_dir}: cannot use it ({exc.strerror or exc})", file=sys.stderr)
+        return 1
     stopping = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())
@@ -151,11 +207,6 @@ def main(argv: list[str]) -> int:
     except StartupError as exc:
         print(f"predict: {exc}", file=sys.stderr)
         return 1
-    outbox = Outbox(
-        args.outbox or args.watch / ".outbox", int(args.outbox_max_mb * 1024 * 1024), args.outbox_max_hours * 3600, log
-    )
-    folders = Folders(args.done or args.watch / "done", args.failed or args.watch / "failed", args.relabel)
-    folders.create()
     publisher = Publisher(broker, outbox, log, credentials, tls)
     settings = Settings(args.model, args.threshold, band, args.poll)
     service = Service(settings, DropFolder(args.watch), model, outbox, publisher, folders, sys.stdout, log)

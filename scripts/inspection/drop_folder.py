@@ -10,6 +10,7 @@ NFS/SMB mounts where inotify sees nothing.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
@@ -27,7 +28,7 @@ class DropFolder:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self._seen: dict[str, tuple[int, int]] = {}
-        self._skip: dict[str, tuple[int, int]] = {}
+        self._not_before: dict[str, float] = {}  # photo -> monotonic time of its next try
 
     def ready(self) -> list[Path]:
         now: dict[str, tuple[int, int]] = {}
@@ -42,16 +43,16 @@ class DropFolder:
                 except FileNotFoundError:
                     continue  # renamed away between the listing and the stat
                 now[e.name] = (st.st_size, st.st_mtime_ns)
+        clock = time.monotonic()
         stable = [
             name
             for name, sig in now.items()
-            if sig[0] > 0 and self._seen.get(name) == sig and self._skip.get(name) != sig
+            if sig[0] > 0 and self._seen.get(name) == sig and self._not_before.get(name, 0.0) <= clock
         ]
         self._seen = now
-        self._skip = {n: s for n, s in self._skip.items() if n in now}
+        self._not_before = {n: t for n, t in self._not_before.items() if n in now}
         return [self.folder / n for n in sorted(stable, key=lambda n: (now[n][1], n))]
 
-    def skip(self, photo: Path) -> None:
-        """Leave this photo alone until it changes (it could not be moved out of the folder)."""
-        if photo.name in self._seen:
-            self._skip[photo.name] = self._seen[photo.name]
+    def defer(self, photo: Path, seconds: float) -> None:
+        """Leave this photo alone for ``seconds`` (the disk refused its result or its move)."""
+        self._not_before[photo.name] = time.monotonic() + seconds

@@ -27,11 +27,6 @@ class Folders:
     failed: Path
     relabel: Path | None
 
-    def create(self) -> None:
-        for folder in (self.done, self.failed, self.relabel):
-            if folder is not None:
-                folder.mkdir(parents=True, exist_ok=True)
-
     def to_done(self, photo: Path, rid: str) -> Path:
         target = _free_name(self.done, photo.name, rid)
         shutil.move(photo, target)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 import threading
 from collections.abc import Callable
-from urllib.parse import urlsplit
 
 import requests
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exponential
@@ -47,17 +46,6 @@ class ShuttingDown(Exception):
 
 class StartupError(Exception):
     """The model cannot be used at all: wrong URL, wrong name, unreachable. Printed as is."""
-
-
-def check_url(url: str) -> str:
-    parsed = urlsplit(url)
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise ValueError(f"--url {url!r}: expected http(s)://host:port (the gateway)")
-    try:
-        parsed.port  # noqa: B018 - raises on a bad port
-    except ValueError as exc:
-        raise ValueError(f"--url {url!r}: {exc}") from None
-    return url.rstrip("/")
 
 
 def _reason(resp: requests.Response) -> str:

@@ -1,8 +1,11 @@
 """The loop: complete photo -> model -> result in the outbox -> photo filed -> publisher woken.
 
-Order matters for "nothing lost": the result is durable in the outbox BEFORE the photo leaves
-the drop folder. Every photo gets one line on stdout with the running counters; problems go to
-stderr. Runs until SIGTERM/SIGINT (systemd's stop) or a fatal broker refusal.
+Order matters for "nothing lost": the result is durable in the outbox (held) BEFORE the photo
+leaves the drop folder, and released to the broker only after. When the disk refuses either
+step (full, read-only) the photo stays in the folder, the line says why, and it is tried again
+with backoff while the other photos go on; a held result is reused, never inspected twice.
+Every photo gets one line on stdout with the running counters; problems go to stderr. Runs
+until SIGTERM/SIGINT (systemd's stop) or a fatal broker refusal.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import message
+from . import faults, message
 from .drop_folder import DropFolder
 from .folders import Folders
 from .model_client import ModelClient, Refused, ShuttingDown
@@ -41,6 +44,7 @@ class Settings:
     threshold: float
     band: message.Band
     poll_s: float
+    retry_max_s: float = 60.0  # a disk that refuses: tried again at 1, 2, 4 ... s, then every minute
 
 
 class Service:
@@ -58,8 +62,17 @@ class Service:
         self.s, self.drop, self.model, self.outbox = settings, drop, model, outbox
         self.publisher, self.folders, self.out, self.log = publisher, folders, out, log
         self.counters = Counters()
+        self._tries: dict[str, int] = {}  # photo -> refused disk writes in a row
+
+    def recover(self) -> None:
+        """At start: a held result whose photo already left the folder (filed just before a crash)
+        is released; one whose photo is still there waits for it (handle() files it)."""
+        for entry in self.outbox.held_entries():
+            if not (self.drop.folder / entry.image()).exists():
+                self._release(entry.result_id, entry.image())
 
     def run(self, stopping: threading.Event) -> None:
+        self.recover()
         while not stopping.is_set():
             self._check_broker()
             for photo in self.drop.ready():
@@ -83,50 +96,80 @@ class Service:
         except FileNotFoundError:
             return  # taken away by someone else
         rid = message.result_id(photo.name, data)
+        held = self.outbox.held(rid)
+        if held is not None:  # stored before a crash or a refused move: file it, do not ask again
+            self._file(photo, rid, json.loads(held.payload()), None)
+            return
         try:
             answer = self.model.predict(data, photo.name)
         except Refused as exc:
-            self._refused(photo, rid, captured, str(exc))
-            return
-        msg = message.inspected(
-            rid=rid, image=photo.name, captured_at=captured, inspected_at=time.time(), answer=answer,
-            threshold=self.s.threshold,
-        )  # fmt: skip
-        self.outbox.put(rid, json.dumps(msg).encode())
-        self.publisher.wake()
-        why = message.needs_relabel(answer["detections"], self.s.band)
-        notes = []
-        if why and self.folders.relabel is not None:
-            self.folders.copy_for_relabel(photo, rid, why, answer)
-            notes.append(f"relabel: {why}")
-        if not self._file(photo, lambda: self.folders.to_done(photo, rid)):
-            return
-        self.counters.inspected += 1
-        best = message.best_confidence(answer["detections"])
-        verdict = "DEFECT" if msg["defect"] else "ok"
-        summary = f"{len(answer['detections'])} detection(s)" + (f", best {best:.2f}" if best is not None else "")
-        self._line(f"{photo.name}: {verdict}, {summary}" + "".join(f"; {n}" for n in notes) + f" [{rid[:8]}]")
-
-    def _refused(self, photo: Path, rid: str, captured: float, reason: str) -> None:
-        msg = message.failed(
-            rid=rid, image=photo.name, captured_at=captured, inspected_at=time.time(), model_name=self.s.model_name,
-            reason=reason,
-        )  # fmt: skip
-        self.outbox.put(rid, json.dumps(msg).encode())
-        self.publisher.wake()
-        if not self._file(photo, lambda: self.folders.to_failed(photo, rid, reason)):
-            return
-        self.counters.failed += 1
-        self._line(f"{photo.name}: FAILED: {reason} -> {self.folders.failed}/ [{rid[:8]}]")
-
-    def _file(self, photo: Path, move) -> bool:
+            msg = message.failed(
+                rid=rid, image=photo.name, captured_at=captured, inspected_at=time.time(),
+                model_name=self.s.model_name, reason=str(exc),
+            )  # fmt: skip
+        else:
+            msg = message.inspected(
+                rid=rid, image=photo.name, captured_at=captured, inspected_at=time.time(), answer=answer,
+                threshold=self.s.threshold,
+            )  # fmt: skip
         try:
-            move()
-            return True
+            self.outbox.put(rid, json.dumps(msg).encode(), held=True)
         except OSError as exc:
-            self.log(f"{photo.name}: cannot move it out of the drop folder ({exc}); left there, not inspected again")
-            self.drop.skip(photo)
-            return False
+            self._disk_refused(photo, f"its result cannot be stored in {self.outbox.folder}", exc)
+            return
+        faults.point(faults.AFTER_OUTBOX_BEFORE_MOVE)
+        self._file(photo, rid, msg, answer if msg["status"] == "inspected" else None)
+
+    def _file(self, photo: Path, rid: str, msg: dict, answer: dict | None) -> None:
+        """Move the photo to done or failed, then release its result to the broker."""
+        notes = []
+        if msg["status"] == "inspected":
+            why = message.needs_relabel(msg["detections"], self.s.band)
+            if why and answer is not None and self.folders.relabel is not None:
+                try:
+                    self.folders.copy_for_relabel(photo, rid, why, answer)
+                    notes.append(f"relabel: {why}")
+                except OSError as exc:  # a copy for people, not the line's result: said, not retried
+                    self.log(f"{photo.name}: no copy for relabelling ({exc.strerror or exc}: {exc.filename})")
+        try:
+            if msg["status"] == "inspected":
+                self.folders.to_done(photo, rid)
+            else:
+                self.folders.to_failed(photo, rid, msg["error"])
+        except OSError as exc:
+            self._disk_refused(photo, "it cannot be moved out of the drop folder (its result waits, held)", exc)
+            return
+        self._tries.pop(photo.name, None)
+        self._release(rid, photo.name)
+        if msg["status"] == "inspected":
+            self.counters.inspected += 1
+            best = message.best_confidence(msg["detections"])
+            verdict = "DEFECT" if msg["defect"] else "ok"
+            summary = f"{len(msg['detections'])} detection(s)" + (f", best {best:.2f}" if best is not None else "")
+            self._line(f"{photo.name}: {verdict}, {summary}" + "".join(f"; {n}" for n in notes) + f" [{rid[:8]}]")
+        else:
+            self.counters.failed += 1
+            self._line(f"{photo.name}: FAILED: {msg['error']} -> {self.folders.failed}/ [{rid[:8]}]")
+
+    def _release(self, rid: str, image: str) -> None:
+        try:
+            self.outbox.release(rid)
+        except OSError as exc:  # the photo is filed; the result stays held until the next start
+            self.log(f"{image}: result {rid[:8]} filed but not released ({exc.strerror or exc}); sent after a restart")
+            return
+        self.publisher.wake()
+
+    def _disk_refused(self, photo: Path, what: str, exc: OSError) -> None:
+        """The photo stays where it is; it is tried again with backoff, the others go on."""
+        tries = self._tries.get(photo.name, 0) + 1
+        self._tries[photo.name] = tries
+        delay = min(self.s.retry_max_s, 2.0 ** (tries - 1))
+        where = f": {exc.filename}" if exc.filename else ""
+        self.log(
+            f"{photo.name}: {what} ({exc.strerror or exc}{where}); the photo stays in {self.drop.folder}, "
+            f"try {tries + 1} in {delay:g} s"
+        )
+        self.drop.defer(photo, delay)
 
     def _line(self, text: str) -> None:
         stamp = time.strftime("%H:%M:%S")

@@ -50,11 +50,12 @@ def load(bundle: Path, overlays: list[Path] = (), sets: list[str | dict[str, str
     ``sets`` are applied in order: "app.option=value" as `juju config`, {"reset": "app.option"} as
     `juju config --reset`, {"promote": app} / {"abort": app} as scripts/roll-model --promote / --abort.
     """
-    merged = _read(bundle)
+    merged = read(bundle)
     for overlay in overlays:
-        merged = merge(merged, _read(overlay))
+        merged = merge(merged, read(overlay))
     apps = {name: spec for name, spec in (merged.get("applications") or {}).items() if is_ours(spec)}
     options = {name: dict(spec.get("options") or {}) for name, spec in apps.items()}
+    types = option_types()
     for item in sets:
         if isinstance(item, dict):
             _change(options, item)
@@ -62,8 +63,9 @@ def load(bundle: Path, overlays: list[Path] = (), sets: list[str | dict[str, str
         app, option, value = parse_set(item)
         if app not in options:
             raise BundleError(f"--set {item}: no onnx-model application {app!r} in the bundle")
+        if option not in types:
+            raise BundleError(f"--set {item}: {option} is not an option of the onnx-model charm")
         options[app][option] = value
-    types = option_types()
     for app, opts in options.items():
         for option, value in opts.items():
             if option not in types:
@@ -169,13 +171,27 @@ def coerce(app: str, option: str, value: Any, kind: str) -> Any:
         raise BundleError(f"{where}: {value!r} is not a valid {kind}") from None
 
 
-def _read(path: Path) -> dict[str, Any]:
+def read(path: Path) -> dict[str, Any]:
+    """A bundle or overlay file as a mapping whose applications are mappings; BundleError (one
+    line naming the file) otherwise. The local site, bootstrap and airgap export read with it."""
     try:
         data = yaml.safe_load(path.read_text())
+    except IsADirectoryError:
+        raise BundleError(f"{path}: is a folder, not a bundle or overlay file") from None
     except OSError as exc:
-        raise BundleError(f"{path}: {exc.strerror}") from None
+        raise BundleError(f"{path}: cannot read it ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise BundleError(f"{path}: not a text (YAML) file") from None
     except yaml.YAMLError as exc:
-        raise BundleError(f"{path}: not valid YAML: {exc}") from None
+        raise BundleError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
     if not isinstance(data, dict):
-        raise BundleError(f"{path}: a bundle or overlay must be a mapping")
+        raise BundleError(f"{path}: a bundle or overlay must be a mapping (applications:, relations:, ...)")
+    apps = data.get("applications")
+    if apps is not None and not isinstance(apps, dict):
+        raise BundleError(f"{path}: applications: must be a mapping of application names")
+    for name, spec in (apps or {}).items():
+        if spec is not None and not isinstance(spec, dict):
+            raise BundleError(f"{path}: applications.{name}: must be a mapping (charm:, options:, ...)")
+        if isinstance(spec, dict) and not isinstance(spec.get("options") or {}, dict):
+            raise BundleError(f"{path}: applications.{name}.options: must be a mapping of option: value")
     return data

@@ -26,6 +26,9 @@ from .model_server import NotReady, ServerProcess
 from .translate import ServerSpec, Untranslatable, cluster_name, envoy_routes, server_spec
 from .venvs import ROOT
 
+sys.path.insert(0, str(ROOT / "scripts"))
+from cli_values import host, port  # noqa: E402
+
 sys.path.insert(0, str(ROOT / "charms" / "onnx-model" / "src"))
 import gateway  # noqa: E402
 
@@ -269,9 +272,22 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--reset", action="append", default=[], metavar="APP.OPTION", help="reload: as juju config --reset")
     p.add_argument("--promote", metavar="APP", help="reload: the canary becomes APP's model, then goes")
     p.add_argument("--abort", metavar="APP", help="reload: APP's canary goes; its share returns first")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
-    p.add_argument("--port", type=int, default=31380)
+    p.add_argument("--host", type=host, default="127.0.0.1", help="address to listen on (default: loopback only)")
+    p.add_argument("--port", type=port, default=31380)
     return p.parse_args(argv)
+
+
+def config_problem(bundle: Path, overlays: list[Path], sets: list[Any]) -> str | None:
+    """Why the bundle, overlays and --set values cannot be served (as render() sees them), or None."""
+    try:
+        apps = bundle_mod.load(bundle, overlays, sets)
+        for app in apps:
+            render(app.name, NAMESPACE, {**app.options, "gateway": route_gateway(app)})
+    except (bundle_mod.BundleError, SiteError, ValueError) as exc:
+        return str(exc)
+    if not apps:
+        return f"{bundle}: no onnx-model application to run"
+    return None
 
 
 def send_reload(args: argparse.Namespace) -> int:
@@ -288,12 +304,10 @@ def send_reload(args: argparse.Namespace) -> int:
     changes += [{"abort": args.abort}] if args.abort else []
     sets_file = directory / "sets.json"
     sets = json.loads(sets_file.read_text()) + changes
-    try:  # checked here, so a change the site would refuse is never recorded
-        started = json.loads((directory / "bundle.json").read_text())
-        for app in bundle_mod.load(Path(started["bundle"]), [Path(o) for o in started["overlays"]], sets):
-            render(app.name, NAMESPACE, {**app.options, "gateway": route_gateway(app)})
-    except (bundle_mod.BundleError, SiteError, ValueError) as exc:
-        print(f"local-site: reload refused, nothing changed: {exc}", file=sys.stderr)
+    started = json.loads((directory / "bundle.json").read_text())
+    problem = config_problem(Path(started["bundle"]), [Path(o) for o in started["overlays"]], sets)
+    if problem:  # checked here, so a change the site would refuse is never recorded
+        print(f"local-site: reload refused, nothing changed: {problem}", file=sys.stderr)
         return 2
     sets_file.write_text(json.dumps(sets))
     os.kill(pid, signal.SIGHUP)
@@ -309,7 +323,14 @@ def main(argv: list[str]) -> int:
     if args.command == "reload":
         return send_reload(args)
     if args.reset or args.promote or args.abort:
-        log.error("--reset, --promote and --abort change a running site: scripts/local-site reload ...")
+        print(
+            "local-site: --reset, --promote and --abort change a running site: scripts/local-site reload ...",
+            file=sys.stderr,
+        )
+        return 2
+    problem = config_problem(args.bundle, args.overlay, args.sets)
+    if problem:  # before any server or Envoy starts: one line, exit 2
+        print(f"local-site: {problem}", file=sys.stderr)
         return 2
     stop, reload_wanted = threading.Event(), threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -317,9 +338,12 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGHUP, lambda *_: reload_wanted.set())
     try:
         site = Site(args.bundle, args.overlay, args.sets, args.host, args.port)
-    except (bundle_mod.BundleError, ImportError) as exc:
-        log.error("%s", exc)
+    except ImportError as exc:
+        print(f"local-site: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # its state folder (.local-site/<port>) cannot be written
+        print(f"local-site: {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return 1
     (site.dir / "site.pid").write_text(str(os.getpid()))
     try:
         site.start()
@@ -334,7 +358,7 @@ def main(argv: list[str]) -> int:
             stop.wait(0.5)
         log.info("stopping")
         return 0
-    except SiteError as exc:
+    except (RuntimeError, OSError) as exc:  # SiteError, Envoy refusing to start (a port taken), a disk
         log.error("%s", exc)
         return 1
     finally:

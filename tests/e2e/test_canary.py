@@ -23,6 +23,7 @@ BODY = json.dumps({"binData": photos()[0].b64})
 HEADERS = {"Content-Type": "application/json"}
 WEIGHT = 30
 REQUESTS = 400
+SHARE_WINDOW = 200  # answers before a promote/abort, whose split is checked against the weight
 CONFIDENCE = 0.999
 
 
@@ -120,7 +121,7 @@ def test_promote_and_abort_under_load_drop_no_request(models, verb):
     after = canary if verb == "promote" else stable
     try:
         with SteadyClient(lambda: call(site), max_requests=20000) as client:
-            site.wait_for(lambda: canary in client.shas and stable in client.shas, timeout=60)
+            client.wait_for_answers(SHARE_WINDOW, timeout=120)
             started = len(client.shas)
             done = site.reload_with(f"--{verb}", "scratch")
             assert done.returncode == 0, done.stderr
@@ -130,13 +131,16 @@ def test_promote_and_abort_under_load_drop_no_request(models, verb):
             f"{len(client.shas) - started} after the reload was sent"
         )
         assert client.failures == []
-        # Until the switch, the canary kept answering its share: the stable model never took it all alone.
+        # Before the reload, the canary answered its share of a window fixed in advance.
+        before = client.shas[:SHARE_WINDOW]
+        lo, hi = binomial_interval(SHARE_WINDOW, WEIGHT / 100, CONFIDENCE)
+        assert before.count(stable) + before.count(canary) == SHARE_WINDOW
+        assert lo <= before.count(canary) <= hi, (verb, before.count(canary), lo, hi)
+        # From the reload on: only the two models, then only the one left, for good.
         gone = stable if verb == "promote" else canary  # the model no server runs any more
         last_old = max(i for i, sha in enumerate(client.shas) if sha == gone)
-        between = client.shas[started : last_old + 1]
-        if verb == "promote" and len(between) >= 30:
-            assert canary in between
-        assert set(client.shas[last_old + 1 :]) == {after}
+        assert set(client.shas[started:]) <= {stable, canary}
+        assert set(client.shas[last_old + 1 :]) == {after} and len(client.shas) - last_old - 1 >= 60
         assert "refused" not in "\n".join(site.out + site.err)
     finally:
         site.stop()

@@ -90,13 +90,24 @@ class Watcher:
         self.out: list[str] = []
         self.err: list[str] = []
         self.proc: subprocess.Popen | None = None
+        self.readers: list[threading.Thread] = []
 
-    def start(self) -> Watcher:
+    def start(self, fault: str | None = None) -> Watcher:
+        """``fault``: a crash point (scripts/inspection/faults.py) where the watcher SIGKILLs itself."""
         self.out.clear()
         self.err.clear()
-        self.proc = subprocess.Popen(self.cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
-        for stream, into in ((self.proc.stdout, self.out), (self.proc.stderr, self.err)):
-            threading.Thread(target=lambda s=stream, i=into: [i.append(line.rstrip("\n")) for line in s]).start()
+        env = {k: v for k, v in os.environ.items() if k != "PREDICT_FAULT"}
+        if fault:
+            env["PREDICT_FAULT"] = fault
+        self.proc = subprocess.Popen(
+            self.cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env
+        )
+        self.readers = [
+            threading.Thread(target=lambda s=stream, i=into: [i.append(line.rstrip("\n")) for line in s])
+            for stream, into in ((self.proc.stdout, self.out), (self.proc.stderr, self.err))
+        ]
+        for reader in self.readers:
+            reader.start()
         wait_for(lambda: any(line.startswith("watching ") for line in self.err) or self.proc.poll() is not None,
                  60, "the watcher starts", self)  # fmt: skip
         assert self.proc.poll() is None, self.log()
@@ -106,10 +117,19 @@ class Watcher:
         return len(list(self.outbox.glob("*.json")))
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
+        """Stop it and read its output to the end (the readers are joined before anyone reads)."""
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(sig)
-            self.proc.wait(timeout=30)
-        return self.proc.returncode if self.proc else 0
+        return self.wait()
+
+    def wait(self, timeout: float = 30) -> int:
+        if self.proc is None:
+            return 0
+        self.proc.wait(timeout=timeout)
+        for reader in self.readers:
+            reader.join(timeout=10)
+            assert not reader.is_alive(), "the watcher's output did not end"
+        return self.proc.returncode
 
     def log(self) -> str:
         return "watcher stdout:\n" + "\n".join(self.out[-30:]) + "\nwatcher stderr:\n" + "\n".join(self.err[-30:])
@@ -147,8 +167,9 @@ def test_each_photo_dropped_arrives_as_one_message_the_line_can_act_on(site, bro
             wait_for(lambda n=n: len(sub.unique()) >= n, 30, f"message {n} ({name})", w)
         wait_for(lambda: w.queued() == 0, 10, "outbox empty", w)
     finally:
-        assert w.stop() == 0
+        code = w.stop()
         sub.stop()
+    assert code == 0, w.log()
     got = sub.unique()
     assert [m["image"] for m in got] == [name for name, _ in PHOTOS]
     assert len(sub.messages) == len(PHOTOS)  # no duplicate in the plain case either
@@ -234,8 +255,16 @@ def test_broker_stopped_mid_run_every_result_arrives_once_in_order(site, broker,
         sub.stop()
     got = sub.unique()
     assert [m["image"] for m in got] == names  # in order, each exactly once after de-duplication
-    ids = [m["result_id"] for m in sub.messages]
-    assert set(ids) == {m["result_id"] for m in got}  # duplicates (if any) are re-sends of the same results
+    assert len({m["result_id"] for m in got}) == len(names)  # eight photos, eight results
+    assert_resends_are_identical(sub.messages)
+
+
+def assert_resends_are_identical(messages: list[dict]) -> None:
+    """At least once means a result may arrive twice: then as the same message, never as another
+    inspection of the photo (other detections, another inspected_at) under the same result_id."""
+    first: dict[str, dict] = {}
+    for m in messages:
+        assert first.setdefault(m["result_id"], m) == m, f"two different results for {m['image']}"
 
 
 def test_watcher_killed_while_results_wait_sends_them_when_restarted(site, tmp_path):
@@ -245,6 +274,7 @@ def test_watcher_killed_while_results_wait_sends_them_when_restarted(site, tmp_p
     for i, name in enumerate(names):
         drop(w.drop, name, PHOTOS[i][1])
     wait_for(lambda: w.queued() == 3 and len(list(w.done.iterdir())) == 3, 30, "three results queued", w)
+    queued = sorted(p.read_bytes() for p in w.outbox.glob("*.json"))
     assert w.stop(signal.SIGKILL) == -signal.SIGKILL
     broker.start()
     sub = Subscriber(broker.port, TOPIC, "line-controller-4")
@@ -258,7 +288,34 @@ def test_watcher_killed_while_results_wait_sends_them_when_restarted(site, tmp_p
         sub.stop()
         broker.stop()
     assert [m["image"] for m in sub.unique()] == names
-    assert not any(" | inspected " in line for line in w.out)  # sent from the outbox, not inspected again
+    assert sorted(json.dumps(m).encode() for m in sub.unique()) == sorted(
+        json.dumps(json.loads(q)).encode() for q in queued
+    )  # exactly what was stored before the kill
+
+
+def test_killed_between_storing_a_result_and_filing_its_photo_the_line_gets_one_result(site, broker, tmp_path):
+    """The crash window: the result is in the outbox, the photo still in the drop folder. The
+    watcher SIGKILLs itself exactly there (faults.AFTER_OUTBOX_BEFORE_MOVE); after a restart the
+    photo is filed with the stored result, not inspected again, and the line never sees a second,
+    different result for it."""
+    sub = Subscriber(broker.port, TOPIC, "line-controller-9")
+    w = Watcher(tmp_path, site.url, broker.url(TOPIC))
+    try:
+        w.start(fault="after-outbox-before-move")
+        drop(w.drop, "k1.jpg", PHOTOS[0][1])
+        assert w.wait(timeout=60) == -signal.SIGKILL, w.log()
+        assert [p.name for p in w.drop.iterdir()] == ["k1.jpg"]  # not filed: the crash came first
+        (held,) = list(w.outbox.glob("*.held"))
+        stored = json.loads(held.read_bytes())
+        w.start()
+        wait_for(lambda: len(sub.unique()) == 1 and w.queued() == 0, 30, "the stored result, sent", w)
+        wait_for(lambda: any(line.endswith("failed 0") for line in w.out), 10, "its line", w)
+    finally:
+        w.stop()
+        sub.stop()
+    assert [p.name for p in w.done.iterdir()] == ["k1.jpg"] and list(w.drop.iterdir()) == []
+    assert_resends_are_identical(sub.messages)
+    assert sub.unique() == [stored]  # the result stored before the crash: same inspected_at, no re-inspection
 
 
 # --- clear errors ----------------------------------------------------------------------
@@ -308,7 +365,7 @@ def test_bad_credentials_are_a_clear_error_and_good_ones_work(site, tmp_path):
 @pytest.mark.parametrize(
     "url_of, model, code, words",
     [
-        (lambda s: "http//127.0.0.1", "scratch", 2, "--url 'http//127.0.0.1': expected http(s)://host:port"),
+        (lambda s: "http//127.0.0.1", "scratch", 2, "argument --url: 'http//127.0.0.1': expected http(s)://host:port"),
         (lambda s: f"http://127.0.0.1:{free_port()}", "scratch", 1, "model unreachable at http://127.0.0.1:"),
         (lambda s: s.url, "nosuch", 1, "no model 'nosuch' at"),
     ],

@@ -271,7 +271,7 @@ def test_a_killed_site_takes_its_children_with_it(models):
             "model-sha256: is required when model-uri is set",
         ),
         (["--set", "nosuchapp.replicas=2"], "no onnx-model application 'nosuchapp'"),
-        (["--set", "scratch.colour=red"], "colour: is not an option of the onnx-model charm"),
+        (["--set", "scratch.colour=red"], "colour is not an option of the onnx-model charm"),
     ],
 )
 def test_bad_config_is_a_clear_error(args, words):

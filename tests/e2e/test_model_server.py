@@ -228,6 +228,34 @@ def test_limits_are_configurable_and_checked_before_decoding(synthetic_model, tm
         server.stop()
 
 
+def chunked(body: bytes, size: int = 1 << 20):
+    """A generator body: requests sends it with Transfer-Encoding: chunked and no Content-Length."""
+    for at in range(0, len(body), size):
+        yield body[at : at + size]
+
+
+def test_a_chunked_body_over_the_limit_is_a_413_and_the_server_goes_on(synthetic_server):
+    """No Content-Length to refuse it by, straight to the pod's port: still refused, not read whole."""
+    huge = json.dumps({"binData": "A" * (40 << 20)}).encode()  # 40 MB, over the 20 MiB default
+    resp = requests.post(
+        synthetic_server.url + "/api/v0.1/predictions",
+        data=chunked(huge),
+        headers={"Content-Type": "application/json"},
+        timeout=60,
+    )
+    assert resp.status_code == 413, resp.text[:300]
+    assert "request body" in resp.json()["status"]["info"] and "over the limit" in resp.json()["status"]["info"]
+    photo = json.dumps({"binData": PHOTO.b64}).encode()
+    small = requests.post(
+        synthetic_server.url + "/api/v0.1/predictions",
+        data=chunked(photo, 4096),
+        headers={"Content-Type": "application/json"},
+        timeout=30,
+    )
+    assert small.status_code == 200 and detections(small)  # a chunked body within the limit is served
+    assert detections(predict(synthetic_server, {"binData": PHOTO.b64}))
+
+
 # --- the model artifact: verified before onnxruntime sees it --------------------------
 
 

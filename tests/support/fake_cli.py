@@ -2,10 +2,12 @@
 """Stand-ins for the host's commands that refuse what the real ones refuse.
 
 Invoked through wrappers named after the real commands (snap, microk8s, juju, charmcraft, lxd,
-lxc, sudo, id, usermod, apt-get, buildah, skopeo), which pass their own path first. Each call is
-logged to $FAKE_CALLS; $FAKE_STATE (JSON) is the host: installed snaps, add-ons, unix groups,
-each user's Juju client store, containerd's images, the registry, what the builder built,
-whether the host is online. `fail`: a command prefix that exits 1 with `fail_message`.
+lxc, sudo, id, usermod, apt-get, chown, stat, buildah, skopeo), which pass their own path first.
+Each call is logged to $FAKE_CALLS; $FAKE_STATE (JSON) is the host: installed snaps, add-ons,
+unix groups, each user's Juju client store, containerd's images, the registry, what the builder
+built, who owns which files (`owners`: path -> user; anything else is root's, as what a root
+process writes), whether the host is online. $FAKE_HOMES plays /home. `fail`: a command prefix
+that exits 1 with `fail_message`.
 
 Every refusal below names the upstream source that decides it. The rules are the point: a
 bootstrap that skips a step the real tools need fails here as it would on a real host.
@@ -52,6 +54,13 @@ def opt(flag, default=None):
     return args[args.index(flag) + 1] if flag in args else default
 
 
+def owner(path):
+    """Who owns ``path``: the deepest recorded `chown`, else root (what bootstrap, as root, writes)."""
+    path = Path(path).resolve()
+    owned = [(Path(p), u) for p, u in state.get("owners", {}).items() if path == Path(p) or Path(p) in path.parents]
+    return max(owned, key=lambda pu: len(pu[0].parts))[1] if owned else "root"
+
+
 if state.get("fail") and line.startswith(state["fail"]):
     refuse(f"ERROR {state.get('fail_message', 'simulated failure')}")
 
@@ -65,6 +74,7 @@ ADDON_IMAGES = {
     "dns": ["docker.io/coredns/coredns:1.10.1"],
     "hostpath-storage": ["docker.io/cdkbot/hostpath-provisioner:1.4.2", "docker.io/library/busybox:1.28.4"],
     "registry": ["docker.io/library/registry:2.8.1"],
+    "rbac": [],  # canonical/microk8s-core-addons 1.28 addons/rbac/enable: apiserver args only
 }
 
 
@@ -113,15 +123,41 @@ def snap_is_classic(snap, channel):
     return snap in CLASSIC or (snap == "microk8s" and "-strict" not in (channel or ""))
 
 
+def snap_version(snap, channel):
+    """The Version `snap list` shows for a track: MicroK8s' is the Kubernetes release, v1.28.x
+    (canonical/microk8s 1.28 build-scripts/components/kubernetes/version.sh)."""
+    track = (channel or "latest/stable").split("/")[0].removesuffix("-strict")
+    if snap == "microk8s":
+        return f"v{track}.15"
+    if snap == "juju" and track == JUJU_VERSION.rsplit(".", 1)[0]:
+        return JUJU_VERSION
+    return {"3.x": "3.5.3", "2.x": "2.7.1"}.get(track, f"{track}.0")
+
+
+JUJU_VERSION = "3.6.4"
+
 if name == "snap":
     if args[:1] == ["version"]:
         done("snap 2.63\n")
     if args[:1] == ["list"]:
+        # snapcore/snapd cmd/snap/cmd_list.go: a header, then Name Version Rev Tracking Publisher
+        # Notes; Tracking is "-" for a snap installed from a file, Notes says "classic" (notes.go)
         if args[1] in state["snaps"]:
-            done(f"{args[1]}  1.0  42  {state['snaps'][args[1]]['channel']}\n")
+            info = state["snaps"][args[1]]
+            version = info.get("version") or snap_version(args[1], info["channel"])
+            tracking = "-" if info.get("from_file") else info["channel"]
+            notes = "classic" if info.get("classic") else "-"
+            header = "Name  Version  Rev  Tracking  Publisher  Notes\n"
+            done(f"{header}{args[1]}  {version}  42  {tracking}  canonical**  {notes}\n")
         refuse("error: no matching snaps installed")
-    if user != "root" and args[:1] in (["install"], ["ack"], ["download"]):
+    if user != "root" and args[:1] in (["install"], ["ack"], ["download"], ["refresh"]):
         refuse("error: access denied (try with sudo)")
+    if args[:1] == ["refresh"]:
+        snap, channel = args[1], next(a.split("=", 1)[1] for a in args if a.startswith("--channel="))
+        if snap not in state["snaps"]:
+            refuse(f'error: snap "{snap}" is not installed')
+        state["snaps"][snap] = {"channel": channel, "classic": snap_is_classic(snap, channel)}
+        done()
     if args[:1] == ["ack"]:
         state.setdefault("acked", []).append(Path(args[1]).stem)
         done()
@@ -144,6 +180,8 @@ if name == "snap":
                 "command including --classic."
             )
         state["snaps"][snap] = {"channel": channel, "classic": snap_is_classic(snap, channel)}
+        if target.endswith(".snap"):
+            state["snaps"][snap]["from_file"] = True
         if snap == "microk8s":  # its configure hook creates the group (snap/hooks/configure: groupadd)
             state["unix_groups"].append("snap_microk8s" if "-strict" in (channel or "") else "microk8s")
         done()
@@ -163,12 +201,23 @@ elif name == "sudo":
     # sudo -u USER -H -- cmd...: the command runs as USER with USER's HOME (and USER's groups
     # read afresh from /etc/group, so a group just added applies to it)
     assert args[0] == "-u" and args[2] == "-H" and args[3] == "--", args
-    env = dict(os.environ, FAKE_USER=args[1], HOME=str(Path(os.environ["FAKE_HOMES"]) / args[1]))
+    home = state.get("homes", {}).get(args[1]) or str(Path(os.environ["FAKE_HOMES"]) / args[1])  # passwd
+    env = dict(os.environ, FAKE_USER=args[1], HOME=home)
     os.execvpe(args[4], args[4:], env)
 elif name == "id" and args[:1] == ["-nG"]:
     if args[1] not in state["groups"]:
         refuse(f"id: '{args[1]}': no such user")
     done(" ".join([args[1], *state["groups"][args[1]]]) + "\n")
+elif name == "chown" and args[:1] == ["-R"] and args[1].endswith(":"):
+    if user != "root":
+        refuse(f"chown: changing ownership of '{args[2]}': Operation not permitted")
+    state.setdefault("owners", {})[str(Path(args[2]).resolve())] = args[1][:-1]
+    done()
+elif name == "stat" and args[:2] == ["-c", "%U"]:
+    missing = [p for p in args[2:] if not Path(p).exists()]
+    if missing:
+        refuse(f"stat: cannot statx '{missing[0]}': No such file or directory")
+    done("".join(f"{owner(p)}\n" for p in args[2:]))
 elif name == "usermod" and args[:2] == ["-a", "-G"]:
     if user != "root":
         refuse("usermod: Permission denied.")
@@ -239,6 +288,13 @@ elif name == "microk8s":
             )
         state["pushed"].append(ref)
         done()
+    if args[:3] == ["kubectl", "auth", "can-i"]:
+        # MicroK8s 1.28 starts the API server with --authorization-mode=AlwaysAllow until `microk8s
+        # enable rbac` (microk8s-resources/default-args/kube-apiserver); kubectl prints yes/no and
+        # exits 1 on no (k8s.io/kubectl v0.28 pkg/cmd/auth/cani.go)
+        if "rbac" in state["addons"]:
+            done("no\n", code=1)
+        done("yes\n")
     if args[:1] == ["kubectl"]:
         done(json.dumps({"spec": {"ports": [{"name": "http2", "port": 80, "nodePort": 31380}]}}))
 
@@ -255,7 +311,35 @@ CHARMHUB = {
 # proxy-image, seldon-core config.yaml executor-container-image-and-version).
 ISTIO_IMAGES = {"pilot-image": "pilot", "global-tag": "1.17.3", "global-hub": "docker.io/istio",
                 "global-proxy-image": "proxyv2", "grpc-bootstrap-init": "busybox:1.28"}  # fmt: skip
-JUJU_VERSION = "3.6.4"
+REPO = Path(__file__).resolve().parents[2]
+
+
+def snap_cannot_read(path):
+    """Why the strictly confined juju snap cannot open ``path`` as this user, or "".
+
+    snapd's home interface (snapcore/snapd interfaces/builtin/home.go): `owner @{HOME}/[^s.]**`
+    and siblings: only files the calling user owns, under their home, not in a top-level hidden
+    folder and not in ~/snap. AppArmor denies anything else: the open fails with EACCES.
+    """
+    path, home = Path(path).resolve(), Path(os.environ["HOME"]).resolve()
+    if home not in path.parents:
+        return f"{path} is outside {home}"
+    top = path.relative_to(home).parts[0]
+    if top.startswith(".") or top == "snap":
+        return f"{path} is in {home / top}, which the home interface does not reach"
+    if owner(path) != user:
+        return f"{path} belongs to {owner(path)}, not {user}"
+    return ""
+
+
+def read_as_snap(path):
+    """A file juju opens: refused as AppArmor would, or missing."""
+    if not Path(path).is_file():
+        refuse(f"ERROR {path}: no such file or directory")
+    why = snap_cannot_read(path)
+    if why:
+        refuse(f"ERROR open {path}: permission denied ({why}: the strictly confined juju snap cannot read it)")
+    return Path(path).read_bytes()
 
 
 def client():
@@ -263,12 +347,12 @@ def client():
     return state["clients"].setdefault(user, {"clouds": [], "controllers": {}, "models": []})
 
 
-def app_images(spec, repo, bundle_dir):
+def app_images(spec, repo):
     """The images an application's pods run, the way each charm reads its options."""
     charm = Path(str(spec["charm"])).name.removesuffix(".charm")
     options, resources = spec.get("options") or {}, spec.get("resources") or {}
     if charm.startswith("onnx-model"):
-        charmcraft = yaml.safe_load((bundle_dir / "charms/onnx-model/charmcraft.yaml").read_text())
+        charmcraft = yaml.safe_load((REPO / "charms/onnx-model/charmcraft.yaml").read_text())
         default = charmcraft["config"]["options"]["server-image"]["default"]
         return [options.get("server-image", default), f"{repo}/charm-base:ubuntu-24.04"]
     images = [f"{repo}/charm-base:ubuntu-20.04"]
@@ -290,6 +374,13 @@ def app_images(spec, repo, bundle_dir):
 if name == "juju":
     if "juju" not in state["snaps"]:
         refuse("juju: command not found", code=127)
+    if Path(os.environ["FAKE_HOMES"]).resolve() not in Path(os.environ["HOME"]).resolve().parents and user != "root":
+        # snapcore/snapd cmd/snap-confine/user-support.c: a strict snap will not run for such a user
+        refuse(
+            "Sorry, home directories outside of /home needs configuration.\n"
+            "See https://forum.snapcraft.io/t/11209 for details.",
+            code=1,
+        )
     if args[:1] == ["version"]:
         done(f"{JUJU_VERSION}-genericlinux-amd64\n")
     # The strictly confined juju snap may write ~/.local/share/juju but cannot create ~/.local/share
@@ -339,16 +430,17 @@ if name == "juju":
             )
         if cloud != "microk8s" and cloud not in store["clouds"]:
             refuse(f'ERROR cloud {cloud} not found\nUse "juju clouds" to see the available clouds.')
-        repo = "docker.io/jujusolutions"
-        for i, a in enumerate(args):
-            if a == "--config" and args[i + 1].startswith("caas-image-repo="):
-                repo = args[i + 1].split("=", 1)[1]
+        config = dict(args[i + 1].split("=", 1) for i, a in enumerate(args) if a == "--config")
+        repo = config.get("caas-image-repo", "docker.io/jujusolutions")
+        profile = config.get("mongo-memory-profile", "default")
+        if profile not in ("low", "default"):  # juju/juju mongo.MemoryProfile.Validate
+            refuse(f'ERROR controller: memory profile "{profile}" not valid')
         needed = [*CNI, *ADDON_IMAGES["dns"], *ADDON_IMAGES["hostpath-storage"]]
         needed += [f"{repo}/jujud-operator:{JUJU_VERSION}", f"{repo}/juju-db:4.4", f"{repo}/charm-base:ubuntu-24.04"]
         missing = [i for i in needed if not available(i)]
         if missing:  # the controller pod never starts; juju gives up after bootstrap-timeout
             refuse(f"ERROR failed to bootstrap model: controller pod: ImagePullBackOff {missing[0]}")
-        store["controllers"][controller] = {"repo": repo}
+        store["controllers"][controller] = {"repo": repo, "mongo-memory-profile": profile}
         done()
     if args[:1] == ["show-controller"]:
         done(code=0 if args[1] in store["controllers"] else 1)
@@ -365,17 +457,20 @@ if name == "juju":
         refuse(f"ERROR model {model} not found")
     if args[:1] == ["deploy"]:
         bundle = Path(args[3])
-        merged = yaml.safe_load(bundle.read_text())["applications"]
-        for i, a in enumerate(args):
-            if a == "--overlay":
-                for app, spec in (yaml.safe_load(Path(args[i + 1]).read_text()).get("applications") or {}).items():
-                    if spec is None:
-                        merged.pop(app, None)
-                    else:
-                        merged.setdefault(app, {}).update({k: v for k, v in spec.items() if k != "options"})
-                        merged[app].setdefault("options", {}).update(spec.get("options") or {})
+        files = [bundle, *(Path(args[i + 1]) for i, a in enumerate(args) if a == "--overlay")]
+        merged = {}
+        for file in files:  # the bundle, then each overlay over it; every one read as the snap can
+            for app, spec in (yaml.safe_load(read_as_snap(file)).get("applications") or {}).items():
+                if spec is None:
+                    merged.pop(app, None)
+                    continue
+                charm = str(spec.get("charm", ""))
+                if charm.startswith((".", "/")):  # a local charm, relative to the file naming it
+                    read_as_snap((file.parent / charm).resolve())
+                merged.setdefault(app, {}).update({k: v for k, v in spec.items() if k != "options"})
+                merged[app].setdefault("options", {}).update(spec.get("options") or {})
         repo = store["controllers"][model.split(":")[0]]["repo"]
-        state["apps"] = {app: app_images(spec, repo, bundle.parent) for app, spec in merged.items()}
+        state["apps"] = {app: app_images(spec, repo) for app, spec in merged.items()}
         done()
     if args[:1] == ["status"]:
         status = "active" if state.get("settled") else "waiting"

@@ -60,17 +60,35 @@ def table() -> dict[str, Any]:
     return yaml.safe_load(TABLE.read_text())
 
 
+def eviction_reserve_mi() -> float:
+    """What the kubelet keeps out of allocatable memory: MicroK8s' hard eviction threshold."""
+    return quantity("0", table()["node"]["eviction_hard_memory"]).memory_mi
+
+
+def allocatable(cpu: str, memtotal: str) -> Requests:
+    """A node's allocatable CPU and memory under MicroK8s 1.28's kubelet (no reservations)."""
+    node = quantity(cpu, memtotal)
+    return Requests(node.cpu_m, node.memory_mi - eviction_reserve_mi())
+
+
 def reference_box() -> Requests:
+    """What the scheduler may place on the reference box."""
     box = table()["reference_box"]
-    return quantity(box["cpu"], box["memory"])
+    return allocatable(box["cpu"], box["memtotal"])
 
 
 def platform() -> Requests:
-    """MicroK8s, Istio and Juju: everything but the model pods."""
+    """MicroK8s, Istio and Juju's own pods: everything but the model applications."""
     total = Requests(0, 0)
     for pod in table()["pods"]:
         total += quantity(pod["cpu"], pod["memory"]) * int(pod["count"])
     return total
+
+
+def charm_pod() -> Requests:
+    """The Juju charm pod that each onnx-model application adds beside its model pods."""
+    pod = table()["charm_pod"]
+    return quantity(pod["cpu"], pod["memory"])
 
 
 def model_pod(sdep: dict[str, Any]) -> Requests:
@@ -97,7 +115,7 @@ def rollout_peak(sdeps: list[dict[str, Any]]) -> Requests:
         surge = pod * math.ceil(replicas * surge_percent / 100)
         if (surge.cpu_m, surge.memory_mi) > (largest_surge.cpu_m, largest_surge.memory_mi):
             largest_surge = surge
-    return platform() + total + largest_surge
+    return platform() + charm_pod() * len(sdeps) + total + largest_surge
 
 
 def bundle_models(overlays: list[Path] = ()) -> list[dict[str, Any]]:
@@ -109,5 +127,10 @@ def bundle_models(overlays: list[Path] = ()) -> list[dict[str, Any]]:
 
 
 def smallest_box(models: int, pod: Requests) -> Requests:
-    """Requests at a rollout peak of ``models`` identical one-replica models."""
-    return platform() + pod * (models + 1)
+    """Requests at a rollout peak of ``models`` identical one-replica model applications."""
+    return platform() + (charm_pod() + pod) * models + pod
+
+
+def memtotal_needed_mi(requests: Requests) -> float:
+    """The MemTotal a node needs for ``requests`` to fit its allocatable memory."""
+    return requests.memory_mi + eviction_reserve_mi()

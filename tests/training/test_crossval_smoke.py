@@ -8,6 +8,7 @@ fold is not retrained, and that another recipe is not mixed into a work folder.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,32 @@ TINY = ["--data", str(DATA), "--folds", "2", "--epochs", "1", "--imgsz", "64", "
 
 
 def photograph(name: str) -> str:
-    return name.split("-cropped")[0]
+    """Which photograph a file is, independently of the code under test: the data set's names are
+    <photograph>-cropped-<corner>.jpg, or <photograph>.<ext> for an uncropped original."""
+    stem = Path(name).stem
+    return stem[: stem.index("-cropped")] if "-cropped" in stem else stem
+
+
+def grouped_data(folder: Path) -> Path:
+    """tests/data/metal-tags plus two more files of its first photograph (another crop and the
+    uncropped original, as a labelling export names them): without files of one photograph to
+    keep together, the disjointness below holds for any split and cannot fail."""
+    coco = json.loads((DATA / "annotations.json").read_text())
+    (folder / "images").mkdir(parents=True)
+    for p in (DATA / "images").iterdir():
+        shutil.copyfile(p, folder / "images" / p.name)
+    first = coco["images"][0]
+    base = first["file_name"].split("-cropped")[0]
+    next_id = max(i["id"] for i in coco["images"]) + 1
+    next_ann = max(a["id"] for a in coco["annotations"]) + 1
+    for k, name in enumerate((f"{base}-cropped-left-top.jpg", f"{base}.jpg")):
+        shutil.copyfile(DATA / "images" / first["file_name"], folder / "images" / name)
+        coco["images"].append({**first, "id": next_id + k, "file_name": name})
+        for a in [a for a in coco["annotations"] if a["image_id"] == first["id"]]:
+            coco["annotations"].append({**a, "id": next_ann, "image_id": next_id + k})
+            next_ann += 1
+    (folder / "annotations.json").write_text(json.dumps(coco))
+    return folder
 
 
 def test_two_folds_out_of_fold_and_resumable(tmp_path, monkeypatch, capsys):
@@ -29,11 +55,13 @@ def test_two_folds_out_of_fold_and_resumable(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("YOLO_OFFLINE", "1")
     monkeypatch.chdir(tmp_path)
     work = tmp_path / "cv"
-    assert main([*TINY, "--work", str(work)]) == 0
+    data = grouped_data(tmp_path / "data")
+    assert main([*TINY, "--data", str(data), "--work", str(work)]) == 0  # the later --data wins
     summary = json.loads((work / "cv.json").read_text())
     assert summary["folds_done"] == [0, 1]
     tested = [json.loads((work / f"fold-{i}" / "result.json").read_text())["test_images"] for i in (0, 1)]
-    all_photos = sorted(p.name for p in (DATA / "images").iterdir())
+    all_photos = sorted(p.name for p in (data / "images").iterdir())
+    assert len({photograph(n) for n in all_photos}) < len(all_photos)  # some files share a photograph
     assert sorted(tested[0] + tested[1]) == all_photos  # every photo predicted exactly once
     for i in (0, 1):
         trained_on = {p.name for p in (work / f"fold-{i}" / "dataset" / "images" / "train").iterdir()}

@@ -39,8 +39,12 @@ FRESH = {
     "built": [],
     "lxd_init": False,
     "packages": [],
+    "owners": {},
 }
-FAKES = ("snap", "microk8s", "juju", "charmcraft", "lxd", "lxc", "sudo", "id", "usermod", "apt-get", "skopeo")
+FAKES = (
+    *("snap", "microk8s", "juju", "charmcraft", "lxd", "lxc", "sudo", "id", "usermod", "apt-get", "skopeo"),
+    *("chown", "stat"),
+)
 NOBLE = 'PRETTY_NAME="Ubuntu 24.04.1 LTS"\nID=ubuntu\nVERSION_ID="24.04"\n'
 
 
@@ -74,6 +78,7 @@ def host(tmp_path, monkeypatch):
         server_archive = tmp_path / "build" / "defect-server.tar"
         home = tmp_path / "home" / USER
         bin = bin_dir
+        stage = tmp_path / "home" / USER / "edge-site-deploy"
 
         def calls(self) -> list[str]:
             return calls.read_text().splitlines()
@@ -81,6 +86,8 @@ def host(tmp_path, monkeypatch):
         def mutating(self) -> list[str]:
             verbs = (
                 "snap install",
+                "snap refresh",
+                "chown",
                 "microk8s enable",
                 "microk8s ctr image import",
                 "microk8s ctr image push",
@@ -113,7 +120,12 @@ def host(tmp_path, monkeypatch):
             (bin_dir / "buildah").unlink()
 
         def bootstrap(
-            self, overlays=(), airgap: Path | None = None, user: str = USER, server_archive: Path | None = None
+            self,
+            overlays=(),
+            airgap: Path | None = None,
+            user: str = USER,
+            server_archive: Path | None = None,
+            refresh_snaps: bool = False,
         ) -> tuple[int, list[str]]:
             said: list[str] = []
             code = Bootstrap(
@@ -125,6 +137,7 @@ def host(tmp_path, monkeypatch):
                 os_release=os_release,
                 server_archive=server_archive,
                 builder_path=str(bin_dir),
+                refresh_snaps=refresh_snaps,
             ).run()
             return code, said
 

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -43,16 +44,18 @@ def test_a_fresh_host_gets_every_step_in_order(host):
         f"usermod -a -G microk8s {USER}",
         "microk8s enable dns",
         "microk8s enable hostpath-storage",
+        "microk8s enable rbac",
         "snap install juju --channel=3.6/stable",
         "juju add-k8s edge-microk8s --client",
-        "juju bootstrap edge-microk8s edge-microk8s",
+        "juju bootstrap edge-microk8s edge-microk8s --config mongo-memory-profile=low",
         "juju add-model kubeflow -c edge-microk8s",
         "apt-get install -y " + " ".join(server_image.builder_packages()),
         "buildah bud (the server image)",
         f"microk8s ctr image import {host.server_archive}",
         "snap install charmcraft --classic --channel=3.x/stable",
         "charmcraft pack --destructive-mode",  # this host is the charm's base, ubuntu@24.04
-        f"juju deploy -m edge-microk8s:kubeflow {ROOT / 'bundle.yaml'} --trust",
+        f"chown -R {USER}: {host.stage}",
+        f"juju deploy -m edge-microk8s:kubeflow {host.stage / 'bundle.yaml'} --trust",
         WAIT,
     ]
     assert host.charm.read_bytes() == b"charm"
@@ -129,7 +132,7 @@ def test_overlays_are_passed_to_the_deploy(host):
     code, _ = host.bootstrap(overlays=[ROOT / "overlays/second-model.yaml"])
     assert code == 0
     deploy = next(c for c in host.calls() if c.startswith("juju deploy"))
-    assert deploy.endswith(f"--overlay {ROOT / 'overlays/second-model.yaml'}")
+    assert deploy.endswith(f"--overlay {host.stage / 'overlays/1-second-model.yaml'}")
     assert "scratch-int8" in host.state()["apps"]
 
 
@@ -142,6 +145,105 @@ def test_another_ubuntu_packs_in_lxd_it_sets_up_itself(host):
     assert "charmcraft pack --destructive-mode" not in mutating
 
 
+def test_juju_reads_only_copies_its_user_owns_under_their_home(host):
+    """The checkout (here the repository, outside the user's home) and the charm root packed are
+    out of the strictly confined juju snap's reach; the staged copies are not."""
+    assert host.bootstrap()[0] == 0
+    deploy = next(c for c in host.calls() if c.startswith("juju deploy")).split()
+    read = [Path(deploy[4]), *(Path(deploy[i + 1]) for i, a in enumerate(deploy) if a == "--overlay")]
+    assert all(host.stage in p.parents for p in read)
+    staged_charm = Path(yaml.safe_load(read[0].read_text())["applications"]["scratch"]["charm"])
+    assert staged_charm.read_bytes() == host.charm.read_bytes() and host.stage in staged_charm.parents
+    owners = fake(host, "stat", "-c", "%U", *map(str, [*read, staged_charm])).stdout.split()
+    assert owners == [USER] * (len(read) + 1)
+    # what a bootstrap without the stage would have handed it
+    unstaged = fake(host, "juju", "deploy", "-m", "edge-microk8s:kubeflow", str(ROOT / "bundle.yaml"), user=USER)
+    assert unstaged.returncode == 1 and "permission denied" in unstaged.stderr
+
+
+def test_a_changed_or_foreign_stage_is_staged_again(host):
+    assert host.bootstrap()[0] == 0
+    (host.stage / "bundle.yaml").write_text("applications: {}\n")  # edited by hand
+    code, said = host.bootstrap()
+    assert (
+        code == 0
+        and f"done     bundle, overlays and charms staged in ~{USER}/edge-site-deploy, owned by {USER}" in said
+    )
+    host.set(owners={})  # e.g. copied back as root
+    assert host.bootstrap()[0] == 0
+    assert host.mutating().count(f"chown -R {USER}: {host.stage}") == 3
+
+
+def test_a_home_outside_home_dirs_stops_at_the_first_juju_step(host, tmp_path):
+    host.set(homes={USER: str(tmp_path / "opt" / USER)})  # e.g. useradd -d /opt/edge
+    (tmp_path / "opt" / USER).mkdir(parents=True)
+    code, said = host.bootstrap()
+    assert code == 1
+    failure = "\n".join(said[next(i for i, line in enumerate(said) if line.startswith("FAILED")) :])
+    assert "home directories outside of /home needs configuration" in failure
+    assert not any(c.startswith("juju bootstrap") for c in host.calls())
+
+
+def test_rbac_is_enforced_before_juju_bootstraps(host):
+    assert host.bootstrap()[0] == 0
+    calls = host.calls()
+    assert calls.index("microk8s enable rbac") < next(i for i, c in enumerate(calls) if c.startswith("juju bootstrap"))
+    probe = fake(host, "microk8s", "kubectl", *bootstrap.RBAC_PROBE)
+    assert (probe.returncode, probe.stdout.strip()) == (1, "no")
+
+
+def test_the_controller_database_is_capped(host):
+    assert host.bootstrap()[0] == 0
+    assert host.state()["clients"][USER]["controllers"]["edge-microk8s"]["mongo-memory-profile"] == "low"
+
+
+@pytest.mark.parametrize(
+    "installed, refused, fix",
+    [
+        (
+            {"microk8s": {"channel": "1.30/stable", "classic": True}},
+            "microk8s v1.30.15 (classic, tracking 1.30/stable) is installed; the site needs microk8s 1.28.x",
+            "sudo snap remove --purge microk8s && sudo snap install microk8s --classic --channel=1.28/stable",
+        ),
+        (
+            {"microk8s": {"channel": "1.28-strict/stable", "classic": False}},
+            "the site needs the classic microk8s",
+            "sudo snap remove --purge microk8s && sudo snap install microk8s --classic --channel=1.28/stable",
+        ),
+        (
+            {"juju": {"channel": "2.9/stable", "classic": True}},
+            "juju 2.9.0 (classic, tracking 2.9/stable) is installed; the site needs juju 3.6.x",
+            "sudo snap refresh juju --channel=3.6/stable (or rerun bootstrap with --refresh-snaps)",
+        ),
+        (
+            {"charmcraft": {"channel": "2.x/stable", "classic": True}},
+            "charmcraft 2.7.1 (classic, tracking 2.x/stable) is installed; the site needs charmcraft 3.x",
+            "sudo snap refresh charmcraft --channel=3.x/stable (or rerun bootstrap with --refresh-snaps)",
+        ),
+    ],
+    ids=["microk8s 1.30", "strict microk8s", "juju 2.9", "charmcraft 2"],
+)
+def test_an_installed_snap_of_the_wrong_release_stops_the_run_with_its_fix(host, installed, refused, fix):
+    host.set(snaps=installed, unix_groups=["microk8s", "snap_microk8s"])
+    code, said = host.bootstrap()
+    assert code == 1
+    failure = next(line for line in said if line.startswith("FAILED"))
+    assert refused in failure and f"Fix: {fix}" in failure
+    assert not any(c.startswith(("snap refresh", "snap remove", "juju deploy")) for c in host.calls())
+
+
+def test_refresh_snaps_refreshes_the_juju_client_and_charmcraft_but_never_microk8s(host):
+    host.set(snaps={"juju": {"channel": "2.9/stable", "classic": True}, "charmcraft": {"channel": "2.x/stable"}})
+    code, said = host.bootstrap(refresh_snaps=True)
+    assert code == 0, "\n".join(said)
+    assert {"snap refresh juju --channel=3.6/stable", "snap refresh charmcraft --channel=3.x/stable"} <= set(
+        host.mutating()
+    )
+    host.set(snaps={**host.state()["snaps"], "microk8s": {"channel": "1.30/stable", "classic": True}})
+    code, said = host.bootstrap(refresh_snaps=True)
+    assert code == 1 and "sudo snap remove --purge microk8s" in next(x for x in said if x.startswith("FAILED"))
+
+
 # --- the fakes refuse what the real tools refuse ------------------------------------------
 
 
@@ -150,6 +252,49 @@ def test_fake_juju_cannot_bootstrap_the_builtin_cloud_on_classic_microk8s(host):
     (host.home / ".local/share").mkdir(parents=True)
     out = fake(host, "juju", "bootstrap", "microk8s", "c", user=USER)
     assert out.returncode == 1 and "can only work with strictly confined microk8s" in out.stderr
+
+
+def test_fake_juju_reads_only_what_the_home_interface_allows(host, tmp_path):
+    """snapd interfaces/builtin/home.go: owned by the user, under their home, not in ~/.x or ~/snap."""
+    host.set(snaps={"juju": {"channel": "3.6/stable"}})
+    host.set(clients={USER: {"clouds": [], "controllers": {"c": {"repo": "r"}}, "models": ["c:m"]}})
+    (host.home / ".local/share").mkdir(parents=True)
+    places = {
+        "outside the home": tmp_path / "opt/edge-site/bundle.yaml",
+        "a hidden folder": host.home / ".cache/edge-site/bundle.yaml",
+        "~/snap": host.home / "snap/edge-site/bundle.yaml",
+        "root's file in the home": host.home / "root-owned/bundle.yaml",
+        "the user's file": host.home / "edge-site/bundle.yaml",
+    }
+    for path in places.values():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("applications: {}\n")
+        if path.parent.name != "root-owned":
+            host.set(owners={**host.state()["owners"], str(path.parent): USER})
+    results = {what: fake(host, "juju", "deploy", "-m", "c:m", str(p), user=USER) for what, p in places.items()}
+    assert {what: r.returncode for what, r in results.items()} == {**dict.fromkeys(places, 1), "the user's file": 0}
+    assert all("permission denied" in r.stderr for what, r in results.items() if what != "the user's file")
+    # a local charm the bundle names is read the same way, relative to the bundle's folder
+    places["the user's file"].write_text("applications: {a: {charm: ../root-owned/x.charm}}\n")
+    (host.home / "root-owned/x.charm").write_bytes(b"charm")
+    assert (
+        "belongs to root" in fake(host, "juju", "deploy", "-m", "c:m", str(places["the user's file"]), user=USER).stderr
+    )
+
+
+def test_fake_snap_list_reports_version_tracking_and_confinement(host):
+    host.set(snaps={"microk8s": {"channel": "1.28/stable", "classic": True}, "juju": {"channel": "3.6/stable"}})
+    header, row = fake(host, "snap", "list", "microk8s").stdout.splitlines()
+    assert header.split() == ["Name", "Version", "Rev", "Tracking", "Publisher", "Notes"]
+    assert row.split()[1:4:2] == ["v1.28.15", "1.28/stable"] and row.split()[-1] == "classic"
+    assert fake(host, "snap", "list", "juju").stdout.splitlines()[1].split()[-1] == "-"
+
+
+def test_fake_microk8s_lets_everyone_in_until_rbac_is_enabled(host):
+    host.set(snaps={"microk8s": {"channel": "1.28/stable", "classic": True}})
+    assert fake(host, "microk8s", "kubectl", *bootstrap.RBAC_PROBE).stdout.strip() == "yes"
+    fake(host, "microk8s", "enable", "rbac")
+    assert fake(host, "microk8s", "kubectl", *bootstrap.RBAC_PROBE).stdout.strip() == "no"
 
 
 def test_fake_juju_needs_local_share_first(host):
@@ -283,7 +428,10 @@ def test_an_airgapped_host_installs_everything_from_the_export(host, registry, e
         assert calls.index(f"microk8s ctr image import {entry}") < first_enable
     assert not any(c.startswith("docker") for c in calls)
     # the registry's share pushed from containerd before Juju needs its own images from it
-    bootstrap_call = "juju bootstrap edge-microk8s edge-microk8s --config caas-image-repo=localhost:32000/jujusolutions"
+    bootstrap_call = (
+        "juju bootstrap edge-microk8s edge-microk8s --config mongo-memory-profile=low"
+        " --config caas-image-repo=localhost:32000/jujusolutions"
+    )
     pushes = [i for i, c in enumerate(calls) if c.startswith("microk8s ctr image push --plain-http")]
     assert pushes and calls.index(bootstrap_call) > max(pushes)
     # the server image from the export, never built offline; our charm from the folder
@@ -291,7 +439,12 @@ def test_an_airgapped_host_installs_everything_from_the_export(host, registry, e
     assert SERVER in host.state()["images"]
     assert host.charm.read_bytes() == b"packed onnx-model"
     deploy = next(c for c in mutating if c.startswith("juju deploy"))
-    assert deploy.endswith(f"--overlay {ROOT / 'overlays/airgapped.yaml'} --overlay {exported / 'charms.yaml'}")
+    assert deploy.endswith(
+        f"--overlay {host.stage / 'overlays/2-airgapped.yaml'} --overlay {host.stage / 'overlays/3-charms.yaml'}"
+    )
+    # the downloaded charms were staged beside ours, and the staged overlay deploys them from there
+    staged = yaml.safe_load((host.stage / "overlays/3-charms.yaml").read_text())["applications"]
+    assert {Path(spec["charm"]).parent for spec in staged.values()} == {host.stage / "charms"}
     assert host.state()["settled"]  # every pod of every application found its image offline
 
 

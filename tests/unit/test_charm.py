@@ -148,6 +148,7 @@ def test_terminating_pods_do_not_count_as_serving(ctx, k8s):
         ({"model-uri": "https://h/m.onnx", "model-sha256": "xyz"}, "model-sha256"),
         ({"model-uri": "gopher://h/m.onnx", "model-sha256": SHA1}, "model-uri"),
         ({"model-name": "Bad Name"}, "model-name"),
+        ({"model-name": "9line"}, "model-name"),
         ({"replicas": 0}, "replicas"),
         ({"workers": 9}, "workers"),
         ({"confidence-threshold": 2.0}, "confidence-threshold"),
@@ -263,10 +264,22 @@ def test_remove_deletes_everything_of_this_application_only(ctx, k8s):
     assert set(k8s.objects) == {("SeldonDeployment", NS, "dents"), ("VirtualService", NS, "dents")}
 
 
-def test_remove_survives_an_api_outage(ctx, k8s):
+def test_remove_in_an_api_outage_says_what_is_left_and_the_command_that_removes_it(ctx, k8s, caplog):
+    other = testing.Context(OnnxModelCharm, app_name="dents")
+    other.run(other.on.config_changed(), state(V2))
     ctx.run(ctx.on.config_changed(), state(V1))
     k8s.fail[("delete", "*")] = api_error(503, "unavailable")
-    ctx.run(ctx.on.remove(), state(V1))  # no crash: Juju would otherwise retry forever
+    out = ctx.run(ctx.on.remove(), state(V1))  # no crash: Juju would otherwise retry forever
+    assert out.unit_status.name == "blocked"
+    message = out.unit_status.message
+    assert message.startswith(f"could not delete what serves /model/{APP}/ (")
+    assert message in caplog.text  # in juju debug-log too
+    command = message.split("Remove it with: ", 1)[1]
+    assert command.startswith(f"microk8s kubectl -n {NS} delete seldondeployments.machinelearning.seldon.io,")
+    # The command's label selector picks exactly this application's objects, not the neighbour's.
+    selector = dict(pair.split("=", 1) for pair in command.split(" -l ", 1)[1].split(","))
+    left = {key for key, obj in k8s.objects.items() if selector.items() <= obj["metadata"]["labels"].items()}
+    assert left == {("SeldonDeployment", NS, APP), ("VirtualService", NS, APP)}
 
 
 # --- s3 credentials from a Juju secret ---------------------------------------------

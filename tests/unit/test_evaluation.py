@@ -96,6 +96,39 @@ def test_every_photograph_is_in_exactly_one_fold_with_all_its_crops():
     assert max(sizes) - min(sizes) <= 4, sizes
 
 
+# Real names of the data set (../shared/datasets/metal-tags), grouped by hand: which files are
+# one photograph is written here, not computed by the code under test. The uncropped X.jpg
+# beside its crops is how a labelling export names the original.
+PHOTOGRAPHS = {
+    "image-2020-04-22-10-15-03-04": [
+        "image-2020-04-22-10-15-03-04-cropped-left-bottom.jpg",
+        "image-2020-04-22-10-15-03-04-cropped-left-top.jpg",
+        "image-2020-04-22-10-15-03-04-cropped-right-bottom.jpg",
+        "image-2020-04-22-10-15-03-04.jpg",
+    ],
+    "image-2020-04-22-10-51-51-85": [
+        "image-2020-04-22-10-51-51-85-cropped-left-bottom.jpg",
+        "image-2020-04-22-10-51-51-85-cropped-right-top.jpg",
+        "image-2020-04-22-10-51-51-85.JPG",
+    ],
+    "image-2020-04-22-10-52-17-28": ["image-2020-04-22-10-52-17-28-cropped-left-top.jpg"],
+    "image-2020-04-22-10-52-30-17": [
+        "image-2020-04-22-10-52-30-17.png",
+        "image-2020-04-22-10-52-30-17-cropped-right-bottom.jpg",
+    ],
+}
+
+
+def test_the_crops_and_the_uncropped_original_of_a_photograph_are_never_split():
+    samples = [Sample(Path(n), 450, 300, ()) for names in PHOTOGRAPHS.values() for n in names]
+    for seed in range(10):
+        for k in (2, 3, 4):
+            folds = folds_by_photograph(samples, k, seed)
+            fold_of = {s.path.name: i for i, fold in enumerate(folds) for s in fold}
+            for photograph, names in PHOTOGRAPHS.items():
+                assert len({fold_of[n] for n in names}) == 1, (photograph, seed, k, fold_of)
+
+
 def test_folds_are_reproducible_and_the_seed_changes_them():
     samples = photo_set()
     names = lambda folds: [[s.path.name for s in f] for f in folds]  # noqa: E731

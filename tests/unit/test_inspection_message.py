@@ -92,7 +92,7 @@ def test_broker_url():
     [
         ("http://b:1883/t", "expected mqtt://host:1883/topic"),
         ("b:1883/t", "expected mqtt://host:1883/topic"),
-        ("mqtt://:1883/t", "no broker host"),
+        ("mqtt://:1883/t", "no usable broker host"),
         ("mqtt://b:1883", "no topic"),
         ("mqtt://b:1883/", "no topic"),
         ("mqtt://b:99999/t", "port must be a number"),
@@ -124,14 +124,18 @@ def test_drop_folder_takes_only_complete_photos_oldest_first(tmp_path):
     assert tmp_path / "b.jpg" in drop.ready()
 
 
-def test_a_photo_that_cannot_be_moved_is_skipped_until_it_changes(tmp_path):
+def test_a_deferred_photo_comes_back_after_its_delay(tmp_path, monkeypatch):
+    """A photo whose result or move the disk refused is tried again later, not forgotten."""
+    import inspection.drop_folder as drop_folder
+
+    now = [1000.0]
+    monkeypatch.setattr(drop_folder.time, "monotonic", lambda: now[0])
     drop = DropFolder(tmp_path)
     photo = tmp_path / "a.jpg"
     photo.write_bytes(b"a")
     drop.ready()
     assert drop.ready() == [photo]
-    drop.skip(photo)
+    drop.defer(photo, 2.0)
     assert drop.ready() == []
-    photo.write_bytes(b"changed")
-    drop.ready()
+    now[0] += 2.0
     assert drop.ready() == [photo]

@@ -170,7 +170,7 @@ def test_set_is_typed_like_juju_config(tmp_path):
         (["a.replicas=three"], "replicas: 'three' is not a valid int"),
         (["a.confidence-threshold=high"], "is not a valid float"),
         (["b.replicas=1"], "no onnx-model application 'b'"),
-        (["a.colour=red"], "colour: is not an option of the onnx-model charm"),
+        (["a.colour=red"], "--set a.colour=red: colour is not an option of the onnx-model charm"),
         (["replicas=1"], "expected <application>.<option>=<value>"),
         (["a.s3-credentials=secret:x"], "Juju secrets do not exist on the local site"),
     ],

@@ -164,6 +164,19 @@ def test_pod_runs_non_root_with_read_only_root_filesystem():
     assert {"name": "tmp", "mountPath": "/tmp"} in c["volumeMounts"]
 
 
+def test_model_pods_mount_no_service_account_token():
+    """The server needs no Kubernetes API; a mounted token would be cluster-admin on a cluster
+    without RBAC. The SeldonDeployment CRD (seldon-core 1.17/stable) knows the field as a boolean."""
+    stable, canary, _ = render("scratch", "kubeflow", {**CANARY, "model-name": "dent"}, canary_ready=True)
+    for sdep in (stable, canary):
+        pod = sdep["spec"]["predictors"][0]["componentSpecs"][0]["spec"]
+        assert pod["automountServiceAccountToken"] is False
+        validate(sdep)
+    pod["automountServiceAccountToken"] = "no"
+    with pytest.raises(CrdViolation, match="automountServiceAccountToken"):
+        validate(canary)
+
+
 def test_a_crash_leaves_its_last_log_lines_for_the_status_to_quote():
     # Without it kubelet keeps an empty termination message for a server that dies on start,
     # and the charm's CrashLoopBackOff status could give only the exit code.
@@ -245,6 +258,19 @@ def test_invalid_options_are_named_in_the_error(config, option):
     with pytest.raises(ValueError) as err:
         render("scratch", "kubeflow", config)
     assert str(err.value).startswith(f"{option}: ")
+
+
+@pytest.mark.parametrize("name", ["9line", "3d-scratch", "scratch-"])
+def test_a_model_name_that_no_service_may_bear_is_refused_naming_the_rule(name):
+    """Seldon names the model's Service <model-name>-default, and a Service name is a DNS-1035
+    label (a letter first): the API server would refuse it only after the charm applied it."""
+    with pytest.raises(ValueError, match=f"^model-name: '{name}' must be a DNS-1035 label: .*starting with a letter"):
+        render("scratch", "kubeflow", {**GW, "model-name": name})
+
+
+def test_a_letter_first_model_name_is_a_valid_service_name():
+    sdep, vs = sdep_and_vs({"model-name": "line3-scratch"})
+    assert vs["spec"]["http"][0]["route"][0]["destination"]["host"].startswith("line3-scratch-default.")
 
 
 def test_long_application_name_needs_a_model_name():

@@ -102,5 +102,29 @@ def test_the_line_flags_a_defect_at_the_served_threshold():
 
     assert CARD["serving_thresholds"]["confidence"] == DEFECT_THRESHOLD
     assert UNCERTAIN_BAND.startswith(f"{DEFECT_THRESHOLD:g}-")
-    cli = (ROOT / "scripts/inspection/cli.py").read_text()  # its own imports need the predict venv
-    assert "default=DEFECT_THRESHOLD," in cli and "default=UNCERTAIN_BAND," in cli
+    from inspection.cli import parser
+
+    assert parser().get_default("threshold") == DEFECT_THRESHOLD
+    assert parser().get_default("uncertain") == UNCERTAIN_BAND
+
+
+def test_every_default_threshold_is_the_cards():
+    """What a user meets without passing a threshold: the server's own default (server-image
+    run-check serves with it), the offline evaluation, cross-validation and the card a training
+    writes without --cv, and what their --help says."""
+    from support.cli_contract import run_main
+
+    threshold, iou = CARD["serving_thresholds"]["confidence"], CARD["serving_thresholds"]["iou"]
+    sys.path.insert(0, str(ROOT / "models/server"))
+    from defect_server.detector import Thresholds
+
+    assert (Thresholds().confidence, Thresholds().iou) == (threshold, iou)
+    from models.training import __main__ as training
+    from models.training import crossval, evaluate
+
+    assert threshold == training.DEFAULT_CONFIDENCE
+    assert (threshold, iou) == (crossval.SHIPPED_THRESHOLD, crossval.SERVED_IOU)
+    helps = {name: run_main(m.main, ["--help"]).stdout for name, m in (("evaluate", evaluate), ("crossval", crossval))}
+    assert f"{threshold:g} (--model: the served threshold)" in " ".join(helps["evaluate"].split())
+    for name, text in helps.items():
+        assert "0.25" not in text, f"{name} --help still quotes the old threshold"

@@ -1,4 +1,8 @@
-"""scripts/roll-model against a fake python-libjuju Model (the library boundary) and a real HTTP gateway."""
+"""scripts/roll-model against a fake python-libjuju Model with Juju's timing, and a real HTTP gateway.
+
+The fake (tests/support/fake_libjuju.py) applies a change at the charm's next hook, not when
+set_config returns, so a unit shows its previous status for a while, as on a real site.
+"""
 
 from __future__ import annotations
 
@@ -10,108 +14,88 @@ import threading
 from pathlib import Path
 
 import pytest
-import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from edge_site.roll import OK, ROLLBACK_FAILED, ROLLED_BACK, USAGE, abort, canary, promote, roll  # noqa: E402
+from edge_site.roll import (  # noqa: E402
+    INTERRUPTED,
+    JUJU_REFUSED,
+    OK,
+    ROLLBACK_FAILED,
+    ROLLED_BACK,
+    USAGE,
+    abort,
+    canary,
+    promote,
+    roll,
+)
 from serving_status import assess, with_canary  # noqa: E402
+from support.fake_libjuju import (  # noqa: E402
+    FakeApplication,
+    FakeModel,
+    JujuAPIError,
+    JujuApplicationConfigError,
+)
 
 OLD, NEW = "a" * 64, "b" * 64
 SAMPLE = ROOT / "tests/data/metal-tags/images/image-2020-04-22-10-51-51-85-cropped-right-bottom.jpg"
+SERVING_OLD = ("active", f"serving /model/scratch/ sha {OLD[:7]}")
+SELDON_FAILED = {"state": "Failed", "description": "Deployment is no longer progressing and not available."}
+
+
+def ready_pod(sha: str, ready: bool = True) -> dict:
+    return {
+        "metadata": {
+            "name": f"scratch-default-0-model-{sha[:5]}",
+            "labels": {"onnx-model.juju.is/model-sha256": sha[:16]},
+        },
+        "status": {"conditions": [{"type": "Ready", "status": str(ready)}]},
+    }
 
 
 class Site:
-    """What the controller and the cluster do after `juju config`: which sha becomes Ready."""
+    """The cluster and the charm's reconcile for one model, in the charm's own words (assess()).
+
+    ``behaviour``: sha -> "serves" (Ready at the third reconcile), "never-ready", "refused"
+    (Seldon marks the SeldonDeployment Failed at the second reconcile, as past its progress
+    deadline) or "invalid" (the charm blocks on its config, e.g. an s3 secret gone). Seldon
+    recomputes its state at its own next reconcile, so the first status after a rollback may
+    still say Failed while the old pods serve (what a real site shows).
+    """
 
     def __init__(self, behaviour: dict[str, str]) -> None:
-        self.behaviour = behaviour  # sha -> "serves" | "never-ready" | "blocked"
-        self.serving = OLD
-        self.wanted = OLD
+        self.behaviour = behaviour
+        self.serving = self.wanted = OLD
         self.reads = 0
-
-    def configured(self, sha: str) -> None:
-        self.wanted, self.reads = sha, 0
+        self.failed = False
 
     def apply(self, config: dict) -> None:
-        self.configured(config["model-sha256"])
+        sha = config.get("model-sha256") or OLD
+        if sha != self.wanted:
+            self.wanted, self.reads = sha, 0
 
     def status(self) -> tuple[str, str]:
         self.reads += 1
         how = self.behaviour.get(self.wanted, "serves")
-        if how == "blocked":
-            return "blocked", "Invalid config: model-sha256: must be 64 lowercase hex digits"
-        if how == "serves" and self.reads > 2:
-            self.serving = self.wanted
-        if self.serving == self.wanted:
-            return "active", f"serving /model/scratch/ sha {self.serving[:7]}"
-        return "waiting", f"rolling out {self.wanted[:7]}, still serving {self.serving[:7]}"
+        if how == "invalid":
+            return "blocked", "Invalid config: model-uri: the s3-credentials secret is gone"
+        if self.wanted != self.serving:
+            if how == "serves" and self.reads > 2:
+                self.serving, self.failed = self.wanted, False
+            elif how == "refused" and self.reads > 1:
+                self.failed = True
+        elif self.reads > 1:
+            self.failed = False
+        pods = [ready_pod(self.serving)] + ([ready_pod(self.wanted, False)] if self.wanted != self.serving else [])
+        state = SELDON_FAILED if self.failed else {"state": "Available" if self.wanted == self.serving else "Creating"}
+        serving = assess("scratch", self.wanted, {"metadata": {"namespace": "kubeflow"}, "status": state}, pods)
+        return serving.kind, serving.message
 
 
-class JujuApplicationConfigError(Exception):
-    """What python-libjuju raises for a config value that is not a string."""
-
-
-OPTIONS = yaml.safe_load((ROOT / "charms/onnx-model/charmcraft.yaml").read_text())["config"]["options"]
-
-
-class FakeUnit:
-    def __init__(self, site: Site) -> None:
-        self.site = site
-        self._last = ("", "")
-
-    @property
-    def workload_status(self) -> str:
-        self._last = self.site.status()
-        return self._last[0]
-
-    @property
-    def workload_status_message(self) -> str:
-        return self._last[1]
-
-
-class FakeApplication:
-    def __init__(self, site: Site) -> None:
-        self.site = site
-        self.config = {"model-uri": "https://m/old.onnx", "model-sha256": OLD, "model-name": ""}
-        self.units = [FakeUnit(site)]
-        self.history: list[dict] = []
-
-    async def get_config(self) -> dict:
-        return {k: {"value": v, "source": "user"} for k, v in self.config.items()}
-
-    async def set_config(self, config: dict) -> None:
-        # python-libjuju (juju/application.py, set_config) sends strings only and raises otherwise;
-        # Juju refuses an option the charm does not have.
-        for key, value in config.items():
-            if not isinstance(value, str):
-                raise JujuApplicationConfigError(f"{key}: {value!r} is not a string")
-            if key not in OPTIONS:
-                raise ValueError(f'unknown option "{key}"')
-        self.history.append(dict(config))
-        self.config.update(config)
-        self.site.apply(self.config)
-
-    async def reset_config(self, to_default: list[str]) -> None:
-        """Juju's UnsetApplicationsConfig: the options go back to their defaults (or to unset)."""
-        for key in to_default:
-            if key not in OPTIONS:
-                raise ValueError(f'unknown option "{key}"')
-        self.history.append({"reset": list(to_default)})
-        for key in to_default:
-            if "default" in OPTIONS[key]:
-                self.config[key] = OPTIONS[key]["default"]
-            else:
-                self.config.pop(key, None)
-        self.site.apply(self.config)
-
-
-class FakeModel:
-    name = "kubeflow"
-
-    def __init__(self, site: Site) -> None:
-        self.applications = {"scratch": FakeApplication(site)}
+def scratch(charm, status=SERVING_OLD, **config) -> FakeModel:
+    base = {"model-uri": "https://m/old.onnx", "model-sha256": OLD, "model-name": ""}
+    return FakeModel(FakeApplication("scratch", charm, {**base, **config}, status))
 
 
 @pytest.fixture
@@ -138,12 +122,41 @@ def gateway():
     server.shutdown()
 
 
-def run_roll(site: Site, gateway: dict, app: str = "scratch"):
+def a_roll(gateway: dict, behaviour: dict[str, str], timeout: float = 1.0, status=SERVING_OLD):
+    """A site whose gateway answers from it, and the roll to NEW on it (not started yet)."""
+    site = Site(behaviour)
     gateway["site"] = site
-    model = FakeModel(site)
+    model = scratch(site, status=status)
+    app = model.applications["scratch"]
+    return (
+        model,
+        app,
+        lambda: roll(model, "scratch", "https://m/new.onnx", NEW, gateway["url"], SAMPLE, timeout, 0.01, print),
+    )
+
+
+def run_then(coro, ready, act):
+    """Run ``coro``; once ``ready()``, ``act(task)`` (cancel it as roll-model's SIGINT handler does,
+    break the controller connection, ...); return what it returns."""
+
+    async def go():
+        task = asyncio.ensure_future(coro)
+        while not ready():
+            await asyncio.sleep(0.001)
+        act(task)
+        return await task
+
+    return asyncio.run(go())
+
+
+def run_roll(site: Site, gateway: dict, app: str = "scratch", **kw):
+    gateway["site"] = site
+    model = scratch(site)
     said: list[str] = []
     outcome = asyncio.run(
-        roll(model, app, "https://m/new.onnx", NEW, gateway["url"], SAMPLE, timeout=0.5, poll=0.01, say=said.append)
+        roll(
+            model, app, "https://m/new.onnx", NEW, gateway["url"], SAMPLE, timeout=1.0, poll=0.01, say=said.append, **kw
+        )
     )
     return outcome, model.applications["scratch"], said
 
@@ -162,32 +175,121 @@ def test_a_model_that_never_gets_ready_is_rolled_back(gateway):
     assert app.config["model-sha256"] == OLD and app.config["model-uri"] == "https://m/old.onnx"
 
 
-def test_a_blocked_unit_fails_fast_and_is_rolled_back(gateway):
-    outcome, app, _ = run_roll(Site({NEW: "blocked"}), gateway)
-    assert outcome.code == ROLLED_BACK
-    assert "blocked: Invalid config" in outcome.message
+def test_a_refused_model_fails_fast_and_the_rollback_that_works_is_reported_as_such(gateway):
+    """After the rollback's set_config the unit still shows the refusal (no hook has run yet), then
+    the first hook still says Seldon failed while the old pods serve: neither is the rollback's
+    verdict. Reading the unit at once reported this working rollback as "rollback failed"."""
+    outcome, app, said = run_roll(Site({NEW: "refused"}), gateway)
+    assert outcome.code == ROLLED_BACK, outcome.message
+    assert "still serving aaaaaaa; SeldonDeployment failed" in outcome.message
+    assert outcome.message.endswith("aaaaaaa serves again")
     assert app.history[-1] == {"model-uri": "https://m/old.onnx", "model-sha256": OLD}
+
+
+def test_the_new_model_is_judged_only_once_the_charm_has_seen_it(gateway):
+    """A unit blocked before the roll (e.g. on a bad canary) is not the new model's verdict."""
+    blocked = ("blocked", "serving /model/scratch/ sha aaaaaaa; canary ccccccc refused")
+    _, _, rolling = a_roll(gateway, {NEW: "serves"}, status=blocked)
+    outcome = asyncio.run(rolling())
+    assert outcome.code == OK, outcome.message
 
 
 def test_a_failing_smoke_test_rolls_back(gateway):
     gateway["status"] = 503
-    site = Site({NEW: "serves"})
-    outcome, app, _ = run_roll(site, gateway)
+    outcome, app, _ = run_roll(Site({NEW: "serves"}), gateway)
     assert outcome.code == ROLLED_BACK
     assert "answered HTTP 503" in outcome.message
     assert app.config["model-sha256"] == OLD
 
 
 def test_a_failed_rollback_is_its_own_exit_code(gateway):
-    outcome, _, _ = run_roll(Site({NEW: "never-ready", OLD: "blocked"}), gateway)
+    outcome, _, _ = run_roll(Site({NEW: "never-ready", OLD: "invalid"}), gateway)
     assert outcome.code == ROLLBACK_FAILED
-    assert "rollback failed" in outcome.message
+    assert "rollback failed: blocked: Invalid config" in outcome.message
 
 
 def test_an_unknown_application_is_a_usage_error(gateway):
     outcome, app, _ = run_roll(Site({}), gateway, app="nope")
     assert outcome.code == USAGE and "no application 'nope'" in outcome.message
     assert app.history == []
+
+
+def test_juju_refusing_the_new_config_is_named_and_changes_nothing(gateway):
+    _, app, rolling = a_roll(gateway, {})
+    app.refuse["model-sha256"] = JujuAPIError('permission denied: user "line3" may not change scratch')
+    outcome = asyncio.run(rolling())
+    assert outcome.code == JUJU_REFUSED
+    assert outcome.message == (
+        f"scratch: juju config scratch model-uri=https://m/new.onnx model-sha256={NEW} failed: "
+        'JujuAPIError: permission denied: user "line3" may not change scratch; nothing changed; '
+        "check `juju config scratch` and `juju status scratch`"
+    )
+    assert app.config["model-sha256"] == OLD
+
+
+def test_juju_refusing_the_rollback_names_it_and_the_command_that_restores(gateway):
+    _, app, rolling = a_roll(gateway, {NEW: "refused"})
+
+    def lose_the_connection(_task):
+        app.refuse["model-uri"] = ConnectionResetError("connection to the controller lost")
+
+    outcome = run_then(rolling(), lambda: app.history, lose_the_connection)
+    assert outcome.code == ROLLBACK_FAILED
+    assert "failed: ConnectionResetError: connection to the controller lost" in outcome.message
+    assert outcome.message.endswith(
+        f"restore it with: juju config scratch model-uri=https://m/old.onnx model-sha256={OLD}"
+    )
+
+
+def test_ctrl_c_during_a_roll_puts_the_previous_model_back(gateway):
+    _, app, rolling = a_roll(gateway, {NEW: "never-ready"}, timeout=5.0)
+    outcome = run_then(rolling(), lambda: app.hooks_run >= 2, lambda task: task.cancel())  # new model rolling
+    assert outcome.code == INTERRUPTED
+    assert "model-uri/model-sha256 set back to aaaaaaa" in outcome.message
+    assert (app.config["model-uri"], app.config["model-sha256"]) == ("https://m/old.onnx", OLD)
+
+
+def test_ctrl_c_twice_says_exactly_what_is_configured_and_how_to_restore(gateway):
+    _, app, rolling = a_roll(gateway, {NEW: "never-ready"}, timeout=5.0)
+
+    def press_ctrl_c_twice(task):
+        app.refuse["model-uri"] = asyncio.CancelledError()  # the second one lands in the restoring call
+        task.cancel()
+
+    outcome = run_then(rolling(), lambda: app.hooks_run >= 2, press_ctrl_c_twice)
+    assert outcome.code == INTERRUPTED
+    assert "the previous model was not restored (interrupted again): it is configured for bbbbbbb" in outcome.message
+    assert outcome.message.endswith(f"juju config scratch model-uri=https://m/old.onnx model-sha256={OLD}")
+    assert app.config["model-sha256"] == NEW
+
+
+def test_sigint_reaches_the_roll_as_a_cancellation_not_a_traceback(gateway, monkeypatch):
+    """roll-model's run(): Ctrl-C (SIGINT) cancels the command, which restores and says so."""
+    import argparse
+    import os
+    import signal
+
+    from edge_site import roll as roll_module
+
+    model, app, _ = a_roll(gateway, {NEW: "never-ready"})
+
+    async def connect(_name):
+        async def press_ctrl_c():
+            while app.hooks_run < 2:
+                await asyncio.sleep(0.001)
+            os.kill(os.getpid(), signal.SIGINT)
+
+        asyncio.get_running_loop().create_task(press_ctrl_c())
+        return model
+
+    monkeypatch.setattr(roll_module, "connect", connect)
+    args = argparse.Namespace(
+        model="kubeflow", app="scratch", uri="https://m/new.onnx", sha256=NEW, gateway_url=gateway["url"],
+        sample=SAMPLE, timeout=5.0, promote=False, abort=False, canary=None,
+    )  # fmt: skip
+    outcome = asyncio.run(roll_module.run(args))
+    assert outcome.code == INTERRUPTED and "set back to aaaaaaa" in outcome.message
+    assert app.config["model-sha256"] == OLD
 
 
 # --- canary ----------------------------------------------------------------------------
@@ -212,6 +314,8 @@ class CanarySite:
         self.log: list[tuple] = []
 
     def apply(self, config: dict) -> None:
+        if config == self.config:
+            return  # a hook that sees no change
         before = dict(self.config)
         self.config = dict(config)
         self.reads = 0
@@ -255,16 +359,12 @@ class CanarySite:
 
 
 def canary_app(site: CanarySite, **config) -> FakeModel:
-    model = FakeModel(Site({}))
-    app = model.applications["scratch"]
-    app.site = site
-    app.units = [FakeUnit(site)]
-    app.config.update(config)
-    site.config = dict(app.config)
-    return model
+    base = {"model-uri": "https://m/old.onnx", "model-sha256": OLD, "model-name": "", **config}
+    site.config = dict(base)
+    return FakeModel(FakeApplication("scratch", site, base, site.status()))  # as the last hook left it
 
 
-FAST = {"timeout": 0.5, "poll": 0.01, "drain": 0.0}
+FAST = {"timeout": 1.0, "poll": 0.01, "drain": 0.0}
 
 
 def test_a_canary_starts_and_waits_until_it_takes_its_share(gateway):
@@ -300,10 +400,10 @@ def test_a_refused_canary_is_removed_and_never_took_a_request(gateway, how):
 
 def started_canary(weight: int = 10) -> tuple[CanarySite, FakeModel]:
     site = CanarySite({CANARY: "serves"})
-    model = canary_app(
-        site, **{"canary-model-uri": "https://m/c.onnx", "canary-model-sha256": CANARY, "canary-weight": weight}
-    )
     site.canary_ready = True
+    model = canary_app(
+        site, **{"canary-model-uri": "https://m/c.onnx", "canary-model-sha256": CANARY, "canary-weight": str(weight)}
+    )
     return site, model
 
 
@@ -359,10 +459,100 @@ def test_promote_and_abort_without_a_canary_are_usage_errors(gateway):
     assert model.applications["scratch"].history == []
 
 
+def test_juju_refusing_a_canary_is_named_and_changes_nothing(gateway):
+    site = CanarySite({CANARY: "serves"})
+    model = canary_app(site)
+    app = model.applications["scratch"]
+    app.refuse["canary-weight"] = JujuAPIError('permission denied: user "line3" may not change scratch')
+    outcome = asyncio.run(
+        canary(model, "scratch", "https://m/c.onnx", CANARY, 10, gateway["url"], SAMPLE, say=print, **FAST)
+    )
+    assert outcome.code == JUJU_REFUSED
+    assert outcome.message.startswith("scratch: juju config scratch canary-model-uri=https://m/c.onnx ")
+    assert outcome.message.endswith("; nothing changed; check `juju config scratch` and `juju status scratch`")
+    assert app.history == [] and not app.config.get("canary-model-uri")
+
+
+def test_ctrl_c_during_a_canary_says_what_is_configured_and_how_to_remove_it(gateway):
+    site = CanarySite({CANARY: "never-ready"})
+    gateway["site"] = Site({})
+    model = canary_app(site)
+    app = model.applications["scratch"]
+    outcome = run_then(
+        canary(model, "scratch", "https://m/c.onnx", CANARY, 10, gateway["url"], SAMPLE, say=print, **FAST),
+        lambda: app.hooks_run >= 1,
+        lambda task: task.cancel(),
+    )
+    assert (outcome.code, outcome.message) == (
+        INTERRUPTED,
+        "scratch: interrupted; configured now: model aaaaaaa, canary ccccccc at canary-weight 10; "
+        "remove the canary with: scripts/roll-model scratch --abort",
+    )
+
+
 def test_the_fake_refuses_what_libjuju_refuses():
     site = CanarySite({})
     app = canary_app(site).applications["scratch"]
     with pytest.raises(JujuApplicationConfigError):
         asyncio.run(app.set_config({"canary-weight": 10}))
-    with pytest.raises(ValueError, match="unknown option"):
+    with pytest.raises(JujuAPIError, match="unknown option"):
         asyncio.run(app.reset_config(["canary-weigth"]))
+
+
+def test_the_fake_unit_keeps_its_status_until_the_charm_runs_a_hook():
+    """Juju applies options at the charm's next hook: set_config returning changes no status."""
+    site = Site({NEW: "serves"})
+    app = scratch(site).applications["scratch"]
+    unit = app.units[0]
+
+    async def go():
+        before = (unit.workload_status_message, unit.workload_status_since)
+        await app.set_config({"model-uri": "https://m/new.onnx", "model-sha256": NEW})
+        assert (unit.workload_status_message, unit.workload_status_since) == before and app.hooks_run == 0
+        while app.hooks_run == 0:
+            await asyncio.sleep(0.005)
+        assert unit.workload_status_since != before[1] and "rolling out bbbbbbb" in unit.workload_status_message
+
+    asyncio.run(go())
+
+
+# --- the integration suite's clean-up (tests/support/app_state.py) -------------------------
+
+
+def test_kept_puts_the_options_back_and_waits_until_the_old_model_serves_again():
+    from support.app_state import kept
+
+    site = CanarySite({NEW: "serves", CANARY: "serves"})
+    model = canary_app(site)
+    app = model.applications["scratch"]
+    found = dict(app.config)
+
+    async def a_test_that_changes_everything():
+        async with kept(app, timeout=2.0, poll=0.01):
+            await app.set_config({"model-uri": "https://m/new.onnx", "model-sha256": NEW})
+            await app.set_config({"canary-model-uri": "https://m/c.onnx", "canary-model-sha256": CANARY})
+            await app.set_config({"canary-weight": "20"})
+        return app.units[0].workload_status, app.units[0].workload_status_message
+
+    status = asyncio.run(a_test_that_changes_everything())
+    assert status == SERVING_OLD  # judged on a status set after the restore, not the one before
+    assert {k: v for k, v in app.config.items() if k in found or v} == found
+    assert app.history[-2:] == [
+        {"model-uri": "https://m/old.onnx", "model-sha256": OLD},
+        {"reset": ["canary-model-sha256", "canary-model-uri", "canary-weight"]},
+    ]
+
+
+def test_kept_fails_the_test_when_the_model_does_not_come_back():
+    from support.app_state import kept
+
+    site = Site({OLD: "invalid"})
+    model = scratch(site)
+    app = model.applications["scratch"]
+
+    async def go():
+        async with kept(app, timeout=0.5, poll=0.01):
+            await app.set_config({"model-sha256": NEW})
+
+    with pytest.raises(AssertionError, match="scratch was not restored: blocked: Invalid config"):
+        asyncio.run(go())

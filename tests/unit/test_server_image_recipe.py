@@ -93,3 +93,25 @@ def test_a_builder_that_is_not_here_is_a_clear_error(name, monkeypatch):
     monkeypatch.setattr(server_image.shutil, "which", lambda _: None)
     with pytest.raises(server_image.StepFailed, match="not installed|use one of"):
         server_image.choose_builder(name)
+
+
+def test_the_image_holds_no_agpl_training_code():
+    """README, Licences: ultralytics (AGPL-3.0) and torch are training-only; the image's
+    requirements and the server's imports name neither."""
+    import ast
+
+    pinned = {
+        re.split(r"[=<>\[ ;]", line, maxsplit=1)[0].lower()
+        for line in (ROOT / "models/server/requirements.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    assert "seldon-core" in pinned and not pinned & {"ultralytics", "torch", "torchvision"}
+    imported = set()
+    for source in (ROOT / "models/server/defect_server").glob("*.py"):
+        for node in ast.walk(ast.parse(source.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                imported.add(node.module.split(".")[0])
+    assert "onnxruntime" in imported and not imported & {"ultralytics", "torch"}
+    assert "seldon-core==1.17.1" in (ROOT / "models/server/requirements.txt").read_text()  # the last Apache-2.0

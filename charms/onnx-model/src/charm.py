@@ -227,11 +227,23 @@ class OnnxModelCharm(ops.CharmBase):
             relation.data[self.app]["dashboards"] = json.dumps(observability.dashboards(self.meta.name))
 
     def _on_remove(self, _: ops.RemoveEvent) -> None:
-        """Leave nothing behind; every unit may try, deletes are idempotent."""
+        """Leave nothing behind; every unit may try, deletes are idempotent.
+
+        When the API refuses, the hook still ends (Juju would retry it forever otherwise), but
+        the user is told what may still be serving and the command that removes it: in the
+        unit's status while it goes, and in `juju debug-log`."""
         try:
             self._prune(keep=set())
         except (TrustRequired, ClusterError) as exc:
-            log.error("could not delete this application's objects: %s", exc)
+            route = f"/model/{self.config.get('model-name') or self.app.name}/"
+            selector = ",".join(f"{k}={v}" for k, v in sorted(labels(self.app.name, self.namespace).items()))
+            message = (
+                f"could not delete what serves {route} ({exc}); it may still answer. Remove it with: "
+                f"microk8s kubectl -n {self.namespace} delete "
+                f"seldondeployments.machinelearning.seldon.io,virtualservices.networking.istio.io,secrets -l {selector}"
+            )
+            log.error("%s", message)
+            self.unit.status = ops.BlockedStatus(message)
 
 
 def _options(config: ModelConfig) -> dict:

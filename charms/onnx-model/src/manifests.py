@@ -16,8 +16,11 @@ ISTIO_API = "networking.istio.io/v1beta1"  # what Istio 1.17 (istio-pilot 1.17/s
 PREDICTOR = "default"
 CONTAINER = "model"
 # The model container's ports, declared in render() so that nothing depends on the seldon-core
-# charm's predictive-unit-*-port options. Seldon Core v1.17.1 keeps declared ones: its defaulting
-# webhook takes a container port named "http"/"grpc" as the unit's endpoint ports
+# charm's predictive-unit-*-port options. Seldon Core v1.17.1 keeps declared ones: the defaulting
+# that the controller runs on every reconcile, SeldonDeployment.Default() (called from Reconcile in
+# operator/controllers/seldondeployment_controller.go; the seldon-core charm installs only a
+# *validating* webhook: canonical/seldon-core-operator track/1.17 src/templates/validate.yaml.j2),
+# takes a container port named "http"/"grpc" as the unit's endpoint ports
 # (operator/apis/machinelearning.seldon.io/v1/defaults.go, setContainerPredictiveUnitDefaults),
 # adds a "metrics" port only where none exists (addMetricsPortAndIncrement), and the controller
 # then sets PREDICTIVE_UNIT_HTTP_SERVICE_PORT etc. from them (operator/controllers/
@@ -177,6 +180,12 @@ def _pod_spec(app: str, model_name: str, cfg: ModelConfig) -> dict[str, Any]:
     requests = {"cpu": cfg.cpu_request, "memory": cfg.memory_request}
     limits = {"cpu": cfg.cpu, "memory": cfg.memory}
     return {
+        # The model server never calls the Kubernetes API, so its pods get no service account
+        # token: with MicroK8s' rbac add-on the default account may do nothing anyway, and without
+        # it (AlwaysAllow) a token would make the pod cluster-admin. Seldon copies the pod spec
+        # whole into the Deployment (v1.17.1 operator/controllers/seldondeployment_controller.go
+        # createDeploymentWithoutEngine: deploy.Spec.Template.Spec = seldonPodSpec.Spec).
+        "automountServiceAccountToken": False,
         "securityContext": {
             "runAsNonRoot": True,
             "runAsUser": 10001,

@@ -17,7 +17,12 @@ DEFAULT_MODEL_URI = "file:///opt/models/scratch-detector/model-int8.onnx"
 DEFAULT_MODEL_SHA256 = "de7eab81d2ffb2e0b844cbc316d0c308beaa09a8811d18935561ea4b1a97dbde"
 DEFAULT_SERVER_IMAGE = "localhost/defect-server:0.2.0"
 
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")  # RFC 1123 label: namespaces, object names
+# Seldon names the predictor's Service <model-name>-default (<model-name>-canary-default for a canary),
+# and a Service name must be a DNS-1035 label: a letter first (k8s.io/kubernetes v1.28
+# pkg/apis/core/validation/validation.go ValidateServiceName = NameIsDNS1035Label;
+# k8s.io/apimachinery v0.28 pkg/util/validation/validation.go dns1035LabelFmt).
+_DNS_1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _CPU = re.compile(r"^([0-9]+(\.[0-9]{1,3})?|[0-9]+m)$")
 _MEMORY = re.compile(r"^([0-9]+)(Ki|Mi|Gi|Ti|k|M|G|T)?$")
@@ -91,11 +96,12 @@ class ModelConfig:
     # --- checks ---------------------------------------------------------------
 
     def _check_name(self) -> None:
-        if self.model_name and (len(self.model_name) > MODEL_NAME_MAX or not _DNS_LABEL.match(self.model_name)):
+        if self.model_name and (len(self.model_name) > MODEL_NAME_MAX or not _DNS_1035_LABEL.match(self.model_name)):
             raise _invalid(
                 "model-name",
-                f"{self.model_name!r} must be lowercase letters, digits and '-', "
-                f"at most {MODEL_NAME_MAX} characters (it is the URL segment /model/<name>/)",
+                f"{self.model_name!r} must be a DNS-1035 label: lowercase letters, digits and '-', "
+                f"starting with a letter and ending with a letter or digit, at most {MODEL_NAME_MAX} "
+                "characters (Seldon names the model's Kubernetes Service after it)",
             )
 
     def _check_model(self) -> None:

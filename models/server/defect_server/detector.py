@@ -18,11 +18,17 @@ from .errors import ModelRejected
 from .image_input import DecodedImage
 from .yolo import Detection, decode, letterbox
 
+# The server's own defaults, for a graph that gives no thresholds (server-image run-check, a
+# hand-written SeldonDeployment): the model card's serving thresholds
+# (models/scratch-detector/model.yaml), which tests/unit/test_model_card.py holds them to.
+DEFAULT_CONFIDENCE = 0.18
+DEFAULT_IOU = 0.45
+
 
 @dataclass(frozen=True)
 class Thresholds:
-    confidence: float = 0.25
-    iou: float = 0.45
+    confidence: float = DEFAULT_CONFIDENCE
+    iou: float = DEFAULT_IOU
 
 
 def usable_cpus() -> int:

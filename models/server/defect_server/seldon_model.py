@@ -7,6 +7,7 @@ keyword arguments (see ``charms/onnx-model/src/manifests.py``).
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import sys
@@ -38,8 +39,8 @@ class DefectModel:
         model_sha256: str = "",
         model_name: str = "model",
         model_version: str = "",
-        confidence_threshold: float = 0.25,
-        iou_threshold: float = 0.45,
+        confidence_threshold: float = Thresholds.confidence,
+        iou_threshold: float = Thresholds.iou,
         input_size: int = 0,
         max_pixels: int = Limits.max_pixels,
         max_request_bytes: int = Limits.max_bytes,
@@ -247,10 +248,13 @@ class DefectModel:
         @guard.before_app_request
         def _limit_body():
             length = request.content_length
+            if length is None and "chunked" in request.headers.get("Transfer-Encoding", "").lower():
+                length = _bounded_chunked_body(request.environ, limit)
             if length is not None and length > limit:
                 body = _status(413, "BAD_INPUT", f"request body: {length} bytes is over the limit of {limit}")
                 response = jsonify(body)
                 response.status_code = 413
+                response.headers["Connection"] = "close"
                 return response
             return None
 
@@ -288,6 +292,27 @@ class DefectModel:
             return response
 
         return guard
+
+
+def _bounded_chunked_body(environ: dict, limit: int) -> int:
+    """A chunked body has no Content-Length to refuse it by (and a pod's port 9000 is reachable
+    inside the cluster without the gateway's limit): read at most ``limit`` + 1 bytes of it.
+
+    Within the limit, the body is handed on as if it had come with a Content-Length. Over it,
+    the rest is read and dropped (up to a bound), so the client is still reading when the 413
+    comes instead of meeting a reset connection; the size returned is what was read. Runs before
+    anything touched ``request.stream`` (the guard's first body hook)."""
+    stream = environ["wsgi.input"]
+    data = stream.read(limit + 1)
+    if len(data) <= limit:
+        environ["wsgi.input"] = io.BytesIO(data)
+        environ["CONTENT_LENGTH"] = str(len(data))
+        environ.pop("HTTP_TRANSFER_ENCODING", None)
+        return len(data)
+    seen = len(data)
+    while seen < 8 * limit and (more := stream.read(1 << 16)):
+        seen += len(more)
+    return seen
 
 
 def _status(code: int, reason: str, info: str) -> dict:
