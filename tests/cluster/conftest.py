@@ -52,11 +52,11 @@ def control_plane() -> Iterator[ControlPlane]:
     binaries = kube_binaries.all_binaries()
     module = kube_binaries.kubernetes_module()
     images = [pause_archive(kube_binaries.cache_root(), module), server_image_archive()]
-    plane = ControlPlane(workdir, binaries, node_cpu=str(box["cpu"]), node_memory=str(box["memory"]))
+    plane = ControlPlane(workdir, binaries, node_cpu=str(box["cpu"]), node_memory=str(box["memtotal"]))
     node = Node(plane, binaries, images)
     plane.node = node
     try:
-        plane.start(node_object=False)
+        plane.start()
         node.start()
         plane.start_seldon_operator()
         # istio-gateway's Gateway (what gateway-info names), so the charm's route binds to something real

@@ -203,8 +203,7 @@ def test_a_tampered_model_never_becomes_ready_and_the_old_one_keeps_answering(si
         status = wait_for(
             refused, 180, "the charm to quote the server's refusal", interval=2, check=control_plane.check
         )
-        answered = len(steady.shas)
-        wait_for(lambda: len(steady.shas) >= answered + 20, 60, "20 more answers while the tampered pod exists")
+        steady.wait_for_answers(len(steady.shas) + 20, timeout=60)  # while the tampered pod exists
     assert steady.failures == [], steady.failures[:5]
     assert set(steady.shas) == {INT8["model-sha256"]}, "only the verified model answered"
     assert not any(
@@ -268,8 +267,7 @@ def test_a_canary_at_30_percent_with_real_pods_then_promote_and_abort_drop_nothi
         reconcile(charm, gateway, aborted)  # route back first: the canary stays while routed
         reconcile(charm, gateway, aborted)  # then its SeldonDeployment goes
         wait_for(lambda: not pods(control_plane, charm.namespace, f"{APP}-canary"), 120, "the canary's pods gone")
-        answered = len(steady.shas)
-        wait_for(lambda: len(steady.shas) >= answered + 20, 60, "20 answers after the canary went")
+        steady.wait_for_answers(len(steady.shas) + 20, timeout=60)  # after the canary went
     assert steady.failures == [], steady.failures[:5]
     assert set(steady.shas[-20:]) == {INT8["model-sha256"]}
 
@@ -285,14 +283,15 @@ def test_a_canary_at_30_percent_with_real_pods_then_promote_and_abort_drop_nothi
     with SteadyClient(lambda: predict(gateway)) as steady:
         promoted = {**canary, "model-uri": fp32["model-uri"], "model-sha256": fp32["model-sha256"]}
         charm.run("config_changed", APP, promoted)
-        wait_serving_stable = (
-            lambda: [  # noqa: E731
+
+        def promoted_ready() -> list:
+            return [
                 p
                 for p in pods(control_plane, charm.namespace)
                 if ready(p) and p.metadata.labels.get(SHA_LABEL) == fp32["model-sha256"][:16]
             ]
-        )
-        wait_for(wait_serving_stable, 180, "the stable model rolled to the canary's", check=control_plane.check)
+
+        wait_for(promoted_ready, 180, "the stable model rolled to the canary's", check=control_plane.check)
         final = {k: v for k, v in promoted.items() if not k.startswith("canary-")}
         reconcile(charm, gateway, final)
         reconcile(charm, gateway, final)

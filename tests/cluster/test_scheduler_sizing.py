@@ -1,10 +1,11 @@
-"""The README's sizing, decided by the real kube-scheduler on a Node sized like the reference box.
+"""The README's sizing, decided by the real kube-scheduler on a node sized like the reference box.
 
-The rest of the site (MicroK8s' add-ons, Istio, Juju's pods) is there as pods with the requests
-tests/data/site-requests.yaml records for them; the models are deployed through the charm and
-Seldon's operator. The largest number of models that support/site_requests.py says fits at a
-rollout peak must all be scheduled, surge pod included; one more model must stay Pending with the
-scheduler's own message, and the charm's status must quote it.
+The rest of the site (MicroK8s' add-ons, Istio, Juju's pods, one charm pod per model
+application) is there as pause containers with the requests tests/data/site-requests.yaml
+records for them; the models are deployed through the charm and Seldon's operator, and run.
+The largest number of models that support/site_requests.py says fits at a rollout peak must
+all be scheduled, surge pod included; one more model must stay Pending with the scheduler's own
+message, and the charm's status must quote it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from kubernetes import client
 
 from support import site_requests as sr
 from support.kube_cluster import NODE_NAME, wait_for
+from support.kube_node import PAUSE_IMAGE
 
 PLATFORM_NS = "site-platform"
 
@@ -43,29 +45,35 @@ def settled(plane, namespace: str, sdep: str, pods: int) -> list[tuple[str, str]
     )
 
 
+def placeholder(plane, name: str, cpu: str, memory: str) -> None:
+    """A pause container holding ``cpu``/``memory`` of requests on the node, as that pod would."""
+    client.CoreV1Api(plane.api()).create_namespaced_pod(
+        PLATFORM_NS,
+        {
+            "metadata": {"name": re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")[:60]},
+            "spec": {
+                "automountServiceAccountToken": False,
+                "containers": [
+                    {
+                        "name": "placeholder",
+                        "image": PAUSE_IMAGE,
+                        "imagePullPolicy": "Never",
+                        "resources": {"requests": {"cpu": cpu, "memory": memory}},
+                    }
+                ],
+            },
+        },
+    )
+
+
 def platform_pods(plane) -> None:
-    """One pod per table row and count, with that row's requests (never run: no kubelet needed)."""
+    """One pod per table row and count, with that row's requests: the rest of the site."""
     plane.ensure_namespace(PLATFORM_NS)
     core = client.CoreV1Api(plane.api())
     wait_for(lambda: core.read_namespaced_service_account("default", PLATFORM_NS), 60, "default ServiceAccount")
     for row in sr.table()["pods"]:
         for i in range(int(row["count"])):
-            name = re.sub(r"[^a-z0-9-]+", "-", row["name"].lower()).strip("-")[:50] + f"-{i}"
-            core.create_namespaced_pod(
-                PLATFORM_NS,
-                {
-                    "metadata": {"name": name},
-                    "spec": {
-                        "containers": [
-                            {
-                                "name": "placeholder",
-                                "image": "registry.k8s.io/pause:3.7",
-                                "resources": {"requests": {"cpu": str(row["cpu"]), "memory": str(row["memory"])}},
-                            }
-                        ]
-                    },
-                },
-            )
+            placeholder(plane, f"{row['name'][:50]}-{i}", str(row["cpu"]), str(row["memory"]))
     wait_for(
         lambda: all(p.spec.node_name for p in core.list_namespaced_pod(PLATFORM_NS).items),
         60,
@@ -90,7 +98,10 @@ def test_n_models_schedule_at_a_rollout_peak_and_one_more_stays_pending(charm, c
     platform_pods(control_plane)
     try:
         apps = [f"model{i}" for i in range(1, fit + 1)]
+        charm_pod = sr.table()["charm_pod"]
         for app in apps:
+            # Juju's pod for the application (the charm runs here under ops.testing, not in it)
+            placeholder(control_plane, f"charm-{app}", str(charm_pod["cpu"]), str(charm_pod["memory"]))
             charm.account(app)
             charm.run("install", app)
             ((_, node),) = settled(control_plane, charm.namespace, app, 1)
@@ -103,6 +114,7 @@ def test_n_models_schedule_at_a_rollout_peak_and_one_more_stays_pending(charm, c
 
         # One model more does not fit: the scheduler says why, and the charm quotes it.
         extra = f"model{fit + 1}"
+        placeholder(control_plane, f"charm-{extra}", str(charm_pod["cpu"]), str(charm_pod["memory"]))
         charm.account(extra)
         charm.run("install", extra)
         ((_, message),) = settled(control_plane, charm.namespace, extra, 1)

@@ -6,10 +6,9 @@ runs beside them with its validating webhook registered. The flags follow MicroK
 (canonical/microk8s@1.28 microk8s-resources/default-args/*), with RBAC on as `microk8s enable rbac`
 sets it (--authorization-mode=RBAC,Node).
 
-What is not MicroK8s here: etcd instead of k8s-dqlite (both speak the etcd3 API to the API server),
-no EventRateLimit admission config, and, until a kubelet registers itself, the Node is an object
-this module writes (sized like the reference box) with the node lifecycle controller off, so that
-no controller marks a node without a kubelet NotReady.
+What is not MicroK8s here: etcd instead of k8s-dqlite (both speak the etcd3 API to the API server)
+and no EventRateLimit admission config. The node (kubelet, kube-proxy, containerd) is
+support/kube_node.py.
 
 Everything lives under one folder; ``stop()`` ends every process group and removes it. A process
 that dies makes ``check()`` raise with the tail of its log.
@@ -118,8 +117,8 @@ class ControlPlane:
 
     workdir: Path
     binaries: dict[str, Path]
-    node_cpu: str
-    node_memory: str
+    node_cpu: str  # the reference box's CPUs and MemTotal: the kubelet reserves what this machine
+    node_memory: str  # has beyond them (support/kube_node.py)
     procs: list[Proc] = field(default_factory=list)
     url: str = ""
 
@@ -158,11 +157,10 @@ class ControlPlane:
 
     # --- start ---------------------------------------------------------------------------
 
-    def start(self, crds: bool = True, node_object: bool = True) -> None:
+    def start(self, crds: bool = True) -> None:
         """etcd and the API server; with ``crds`` also the controllers, the scheduler and the CRDs.
 
-        ``node_object``: write the Node (no kubelet will run); otherwise a kubelet registers it
-        (support/kube_node.py) and the node lifecycle controller watches its heartbeats as usual.
+        The Node is registered by a real kubelet (support/kube_node.py), started after this.
         """
         self.workdir.mkdir(parents=True, exist_ok=True)
         pki = self.workdir / "pki"
@@ -229,8 +227,6 @@ class ControlPlane:
                 "--leader-elect=false",
                 "--bind-address=127.0.0.1",
                 f"--secure-port={free_port()}",
-                # no kubelet heartbeats a Node written by this module: keep it Ready and untainted
-                "--controllers=*,-nodelifecycle" if node_object else "--controllers=*",
                 "--profiling=false",
             ],
         )
@@ -247,8 +243,6 @@ class ControlPlane:
                 "--profiling=false",
             ],
         )
-        if node_object:
-            self._register_node()
         self.load_crds()
         # The service-account controller (controller-manager) makes `default` in each namespace;
         # pods cannot be created before it exists.
@@ -328,40 +322,6 @@ class ControlPlane:
         return dynamic.DynamicClient(self.api(token))
 
     # --- objects -------------------------------------------------------------------------
-
-    def _register_node(self) -> None:
-        """The reference box as a Node object (what a kubelet would register), Ready."""
-        from kubernetes import client
-
-        core = client.CoreV1Api(self.api())
-        resources = {"cpu": self.node_cpu, "memory": self.node_memory, "pods": "110"}
-        node = core.create_node(
-            {
-                "apiVersion": "v1",
-                "kind": "Node",
-                "metadata": {
-                    "name": NODE_NAME,
-                    "labels": {"kubernetes.io/hostname": NODE_NAME, "kubernetes.io/os": "linux"},
-                },
-            }
-        )
-        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        node.status = {
-            "capacity": resources,
-            "allocatable": resources,
-            "conditions": [
-                {
-                    "type": "Ready",
-                    "status": "True",
-                    "reason": "KubeletReady",
-                    "message": "test node",
-                    "lastHeartbeatTime": now,
-                    "lastTransitionTime": now,
-                },
-            ],
-            "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": NODE_NAME}],
-        }
-        core.replace_node_status(NODE_NAME, node)
 
     def load_crds(self, files: tuple[str, ...] = CRD_FILES) -> None:
         """The CRDs the site really has (tests/data/crds), established before anything uses them."""

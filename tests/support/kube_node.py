@@ -209,12 +209,13 @@ class Node:
         client = pki.issue("kubelet-client", f"system:node:{NODE_NAME}", "system:nodes")
         serving = pki.issue("kubelet", NODE_NAME, hosts=("127.0.0.1", NODE_NAME), client=False, server=True)
         kubeconfig = self.plane.kubeconfig("kubelet", client)
-        memory_total = _meminfo_bytes("MemTotal")
-        box = _bytes(self.plane.node_memory)
-        eviction = 100 * 2**20  # microk8s: --eviction-hard memory.available<100Mi
-        # This machine has more memory than the reference box: reserve the difference, so that
-        # the Node's allocatable (capacity - reserved - eviction) is the box's.
-        reserved = max(0, memory_total - box - eviction)
+        # This machine has more memory than the reference box: reserve the difference, so that the
+        # Node's allocatable (capacity - reserved - eviction) is what the box's would be: its
+        # MemTotal less MicroK8s' 100Mi eviction threshold (tests/data/site-requests.yaml).
+        reserved = {"memory": str(max(0, _meminfo_bytes("MemTotal") - _bytes(self.plane.node_memory)))}
+        extra_cpu_m = (os.cpu_count() or 1) * 1000 - _millicores(self.plane.node_cpu)
+        if extra_cpu_m > 0:
+            reserved["cpu"] = f"{extra_cpu_m}m"
         config = {
             "apiVersion": "kubelet.config.k8s.io/v1beta1",
             "kind": "KubeletConfiguration",
@@ -235,7 +236,7 @@ class Node:
             "failSwapOn": False,
             "serializeImagePulls": False,
             "evictionHard": {"memory.available": "100Mi", "nodefs.available": "1Gi", "imagefs.available": "1Gi"},
-            "systemReserved": {"memory": str(reserved)},
+            "systemReserved": reserved,
             "enforceNodeAllocatable": ["pods"],
             "clusterDomain": "cluster.local",
             "containerRuntimeEndpoint": f"unix://{self.socket}",
@@ -341,6 +342,10 @@ def _meminfo_bytes(key: str) -> int:
         if line.startswith(key + ":"):
             return int(line.split()[1]) * 1024
     raise NodeUnavailable(f"/proc/meminfo has no {key}")
+
+
+def _millicores(quantity: str) -> int:
+    return int(quantity[:-1]) if quantity.endswith("m") else int(float(quantity) * 1000)
 
 
 def _bytes(quantity: str) -> int:
