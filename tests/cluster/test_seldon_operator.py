@@ -67,6 +67,8 @@ def test_the_operator_makes_our_pod_and_the_service_the_route_names(charm, contr
     assert container.security_context.read_only_root_filesystem is True
     assert container.security_context.capabilities.drop == ["ALL"]
     assert container.termination_message_policy == "FallbackToLogsOnError"
+    # The server needs no API access: no service-account token in its pods (RBAC is on here too).
+    assert dep.spec.template.spec.automount_service_account_token is False
     env = {e.name: e.value for e in container.env}
     assert env["GUNICORN_WORKERS"] == "1"
     # Seldon adds the unit's own settings: the ports our declared ones gave it, the graph parameters

@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from support.kube_cluster import ControlPlane, free_port
+from support.kube_cluster import ControlPlane, free_port, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -60,9 +60,19 @@ class ClusterGateway:
                     name, ns = host.split(".")[:2]
                     svc = core.read_namespaced_service(name, ns)
                     served[(host, port)] = (svc.spec.cluster_ip, port)
+        for address, _ in served.values():
+            wait_for(lambda a=address: _programmed(a), 30, f"kube-proxy's rules for {address}")
         routes = envoy_routes(vss, set(served))
         clusters = {cluster_name(host, port): address for (host, port), address in served.items()}
         self.envoy.apply("127.0.0.1", self.port, routes, clusters)
 
     def stop(self) -> None:
         self.envoy.stop()
+
+
+def _programmed(cluster_ip: str) -> bool:
+    """kube-proxy has a rule for the Service (it adds one only once the Service has a Ready endpoint)."""
+    import subprocess
+
+    rules = subprocess.run(["iptables", "-t", "nat", "-S", "KUBE-SERVICES"], capture_output=True, text=True).stdout
+    return f"-d {cluster_ip}/32" in rules

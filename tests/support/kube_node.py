@@ -35,10 +35,29 @@ CNI_BIN = Path("/usr/lib/cni")
 BRIDGE = "edgecni0"
 POD_CIDR = "10.1.0.0/24"  # inside microk8s' cluster CIDR 10.1.0.0/16 (default-args/kube-proxy)
 CLUSTER_CIDR = "10.1.0.0/16"
+SERVICE_CIDR = "10.152.183.0/24"  # the API server's --service-cluster-ip-range (support/kube_cluster.py)
+# Nothing addressed to the cluster's ranges may leave this machine: without these routes, a
+# connection to a ClusterIP that kube-proxy has not programmed yet followed the default route out
+# (an outside proxy answered "403 resolve_deny"). Pod addresses outside the bridge's /24 are
+# unreachable. The Service range goes to a bridge with no ports (this kernel has no dummy
+# devices; a portless bridge drops what it is sent, after an ARP that nobody answers), not to
+# "unreachable": a local connection's route is looked up before kube-proxy's DNAT in nat/OUTPUT,
+# so an unreachable route would refuse every ClusterIP; after DNAT it is routed again, to a pod.
+UNREACHABLE = (CLUSTER_CIDR,)
+SERVICE_DEVICE = "edgesvc0"
 PAUSE_IMAGE = "localhost/edge-site/pause:3.9"
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 NETNS_DIR = Path("/var/run/netns")
-SYSCTLS = {"net.ipv4.ip_forward": "1", "net.bridge.bridge-nf-call-iptables": "1"}
+# Set while the node runs, restored by stop(). The kubelet's cAdvisor and containerd take many of
+# root's inotify instances (128 by default here); Envoy's file-watched routes (the gateway) then
+# missed updates. kind documents the same limits for nodes on one machine ("too many open
+# files": fs.inotify.max_user_instances=512, max_user_watches=524288).
+SYSCTLS = {
+    "net.ipv4.ip_forward": "1",
+    "net.bridge.bridge-nf-call-iptables": "1",
+    "fs.inotify.max_user_instances": "512",
+    "fs.inotify.max_user_watches": "524288",
+}
 HOST_COMMANDS = {
     "containerd": "containerd",
     "runc": "runc",
@@ -100,6 +119,7 @@ class Node:
 
     def __post_init__(self) -> None:
         self.workdir = self.plane.workdir / "node"
+        self.socket = self.workdir / "containerd" / "containerd.sock"
 
     # --- start ---------------------------------------------------------------------------
 
@@ -112,6 +132,11 @@ class Node:
                 path.write_text(value)
             except OSError as exc:
                 raise NodeUnavailable(f"sysctl {key}={value}: {exc}") from None
+        for cidr in UNREACHABLE:
+            run(["ip", "route", "replace", "unreachable", cidr])
+        run(["ip", "link", "add", SERVICE_DEVICE, "type", "bridge"])
+        run(["ip", "link", "set", SERVICE_DEVICE, "up"])
+        run(["ip", "route", "replace", SERVICE_CIDR, "dev", SERVICE_DEVICE])
         self._containerd()
         for archive in self.images:
             run(self.ctr("images", "import", "--no-unpack", str(archive)))
@@ -130,8 +155,7 @@ class Node:
         self.procs.append(self.plane._spawn(name, argv))
 
     def _containerd(self) -> None:
-        root = self.workdir / "containerd"
-        self.socket = root / "containerd.sock"
+        root = self.socket.parent
         config = root / "config.toml"
         config.parent.mkdir(parents=True, exist_ok=True)
         cri = 'plugins."io.containerd.grpc.v1.cri"'
@@ -303,6 +327,9 @@ class Node:
         for netns in _netns_of_cni():
             run(["ip", "netns", "delete", netns], check=False)
         run(["ip", "link", "delete", BRIDGE], check=False)
+        for cidr in UNREACHABLE:
+            run(["ip", "route", "delete", "unreachable", cidr], check=False)
+        run(["ip", "link", "delete", SERVICE_DEVICE], check=False)  # its route goes with it
         # kube-proxy leaves its rules when it stops (by design); its own cleanup mode removes them
         run([str(self.binaries["kube-proxy"]), "--cleanup", "--proxy-mode=iptables"], check=False)
         _flush_iptables()
@@ -318,6 +345,10 @@ class Node:
         left += [f"netns {n}" for n in _netns_of_cni()]
         if run(["ip", "link", "show", BRIDGE], check=False).returncode == 0:
             left.append(f"interface {BRIDGE}")
+        routes = run(["ip", "route", "show", "type", "unreachable"], check=False).stdout
+        left += [f"route unreachable {c}" for c in UNREACHABLE if c in routes]
+        if run(["ip", "link", "show", SERVICE_DEVICE], check=False).returncode == 0:
+            left.append(f"interface {SERVICE_DEVICE}")
         left += [f"interface {i}" for i in _veths()]
         left += [f"iptables {t} chain {c}" for t, c in _our_chains()]
         left += [f"cgroup {g}" for g in _cgroups()]

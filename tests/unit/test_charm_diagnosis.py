@@ -160,7 +160,7 @@ def test_an_unschedulable_pod_says_what_it_asks_what_is_free_and_a_value_that_fi
     out = status(ctx, V1)
     assert out == testing.BlockedStatus(
         "pod cannot be scheduled (0/1 nodes are available: 1 Insufficient cpu): it requests 1 CPU, "
-        f"the node has 140m free: juju config {APP} cpu=140m, or a bigger box"
+        f"the node has 140m free: juju config {APP} cpu-request=140m, or a bigger box"
     )
 
 
@@ -177,7 +177,7 @@ def test_a_rollout_that_does_not_fit_beside_the_old_pod_says_both(ctx, k8s):
     assert out == testing.BlockedStatus(
         f"still serving {SHA1[:7]}; {SHA2[:7]} fails: pod cannot be scheduled (0/1 nodes are available: "
         "1 Insufficient cpu, 1 Insufficient memory): it requests 1 CPU and 1Gi, the node has 140m and 637Mi "
-        f"free: juju config {APP} cpu=140m memory=637Mi, or a bigger box"
+        f"free: juju config {APP} cpu-request=140m memory-request=637Mi, or a bigger box"
     )
 
 
@@ -187,7 +187,7 @@ def test_unschedulable_without_cluster_scope_trust_still_says_what_it_asks(ctx, 
     k8s.put(pods.model_pod("unschedulable-cpu", SHA1))
     assert status(ctx, V1) == testing.BlockedStatus(
         "pod cannot be scheduled (0/1 nodes are available: 1 Insufficient cpu): it requests 1 CPU: "
-        f"lower cpu (juju config {APP} cpu=...), or a bigger box"
+        f"lower cpu-request (juju config {APP} cpu-request=...), or a bigger box"
     )
 
 

@@ -248,12 +248,15 @@ def _unschedulable(pod: dict[str, Any], app: str, room: dict[str, Amount] | None
         mine = model.cpu_m if resource == "cpu" else model.memory
         fits = mine - (want - left)  # the model container's request that would just fit
         if fits >= floors[resource]:
-            settings.append(f"{resource}={text(fits)}")
+            # the scheduler counts requests, so the option to lower is the request, not the limit
+            # (a real kube-scheduler in tox -e cluster showed the old advice named the limit)
+            settings.append(f"{resource}-request={text(fits)}")
     said = f"requests {' and '.join(wants)}" + (f", the node has {' and '.join(has)} free" if has else "")
     if settings and len(settings) == len(lacking):
         fix = f"juju config {app} {' '.join(settings)}, or a bigger box"
     else:
-        fix = f"lower {' and '.join(lacking)} (juju config {app} {lacking[0]}=...), or a bigger box"
+        options = " and ".join(f"{r}-request" for r in lacking)
+        fix = f"lower {options} (juju config {app} {lacking[0]}-request=...), or a bigger box"
     return Serving("blocked", f"pod cannot be scheduled ({why}): it {said}: {fix}")
 
 
