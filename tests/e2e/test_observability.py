@@ -109,7 +109,7 @@ def prometheus(synthetic_model, tmp_path_factory):
         job = consumer_job(job, TOPO)
         prom = Prometheus(folder / "prometheus", [job]).start()
         prom.wait_ready()
-        prom.wait_scraped(job["job_name"])  # counters at zero before the traffic: rate() sees it
+        prom.wait_scraped(job["job_name"])  # the target answers its first scrape before any traffic
 
         seen = {"images": 0, "detections": 0, "inference_s": 0.0, "bad": 0}
 
