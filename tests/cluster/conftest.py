@@ -76,8 +76,10 @@ def control_plane() -> Iterator[ControlPlane]:
         )
         yield plane
     finally:
-        node.stop()
-        plane.stop()
+        try:
+            node.stop()
+        finally:  # a node that failed half-way must not leave the control plane running
+            plane.stop()
         left = node.leftovers()
         shutil.rmtree(workdir, ignore_errors=True)
     # What the node made must be gone: containers, mounts, namespaces, interfaces, rules, cgroups.

@@ -17,6 +17,7 @@ that the node made; ``leftovers()`` lists any that remain, and a test asserts th
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -29,7 +30,7 @@ from pathlib import Path
 
 import yaml
 
-from support.kube_cluster import NODE_NAME, ControlPlane, Proc, free_port, wait_for
+from support.kube_cluster import NODE_NAME, ControlPlane, Proc, Timeout, free_port, wait_for
 
 CNI_BIN = Path("/usr/lib/cni")
 BRIDGE = "edgecni0"
@@ -310,33 +311,37 @@ class Node:
     # --- stop and what is left -----------------------------------------------------------
 
     def stop(self) -> None:
-        for proc in reversed(self.procs):
-            if proc.name != "containerd":
+        """Remove what the node made; the machine's settings come back even when a step fails."""
+        try:
+            for proc in reversed(self.procs):
+                if proc.name != "containerd":
+                    proc.stop()
+            if self.socket.exists():
+                for task in _column(run(self.ctr("tasks", "list", "-q"), check=False).stdout):
+                    run(self.ctr("tasks", "kill", "-s", "SIGKILL", task), check=False)
+                    with contextlib.suppress(Timeout):  # leftovers() names whatever stays
+                        wait_for(lambda t=task: t not in _running(self), 15, f"task {task} stopped")
+                    run(self.ctr("tasks", "delete", task), check=False)
+                for container in _column(run(self.ctr("containers", "list", "-q"), check=False).stdout):
+                    run(self.ctr("containers", "delete", container), check=False)
+            for proc in self.procs:
                 proc.stop()
-        if self.socket.exists():
-            for task in _column(run(self.ctr("tasks", "list", "-q"), check=False).stdout):
-                run(self.ctr("tasks", "kill", "-s", "SIGKILL", task), check=False)
-                wait_for(lambda t=task: t not in _running(self), 15, f"task {task} stopped", check=None)
-                run(self.ctr("tasks", "delete", task), check=False)
-            for container in _column(run(self.ctr("containers", "list", "-q"), check=False).stdout):
-                run(self.ctr("containers", "delete", container), check=False)
-        for proc in self.procs:
-            proc.stop()
-        for mount in reversed(_mounts_under(self.workdir)):
-            run(["umount", "-l", mount], check=False)
-        for netns in _netns_of_cni():
-            run(["ip", "netns", "delete", netns], check=False)
-        run(["ip", "link", "delete", BRIDGE], check=False)
-        for cidr in UNREACHABLE:
-            run(["ip", "route", "delete", "unreachable", cidr], check=False)
-        run(["ip", "link", "delete", SERVICE_DEVICE], check=False)  # its route goes with it
-        # kube-proxy leaves its rules when it stops (by design); its own cleanup mode removes them
-        run([str(self.binaries["kube-proxy"]), "--cleanup", "--proxy-mode=iptables"], check=False)
-        _flush_iptables()
-        for group in _cgroups():
-            _remove_cgroup(group)
-        for key, value in self._sysctls.items():
-            (Path("/proc/sys") / key.replace(".", "/")).write_text(value)
+            for mount in reversed(_mounts_under(self.workdir)):
+                run(["umount", "-l", mount], check=False)
+            for netns in _netns_of_cni():
+                run(["ip", "netns", "delete", netns], check=False)
+            run(["ip", "link", "delete", BRIDGE], check=False)
+            for cidr in UNREACHABLE:
+                run(["ip", "route", "delete", "unreachable", cidr], check=False)
+            run(["ip", "link", "delete", SERVICE_DEVICE], check=False)  # its route goes with it
+            # kube-proxy leaves its rules when it stops (by design); its own cleanup mode removes them
+            run([str(self.binaries["kube-proxy"]), "--cleanup", "--proxy-mode=iptables"], check=False)
+            _flush_iptables()
+            for group in _cgroups():
+                _remove_cgroup(group)
+        finally:
+            for key, value in self._sysctls.items():
+                (Path("/proc/sys") / key.replace(".", "/")).write_text(value)
 
     def leftovers(self) -> list[str]:
         """Everything this node made that still exists on the machine."""
