@@ -11,6 +11,7 @@ built here); the README says what that leaves out (mTLS, Istio's retries are Env
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -72,7 +73,5 @@ class ClusterGateway:
 
 def _programmed(cluster_ip: str) -> bool:
     """kube-proxy has a rule for the Service (it adds one only once the Service has a Ready endpoint)."""
-    import subprocess
-
     rules = subprocess.run(["iptables", "-t", "nat", "-S", "KUBE-SERVICES"], capture_output=True, text=True).stdout
     return f"-d {cluster_ip}/32" in rules

@@ -31,6 +31,7 @@ from pathlib import Path
 import yaml
 
 from support.kube_cluster import NODE_NAME, ControlPlane, Proc, Timeout, free_port, wait_for
+from support.site_requests import MI, quantity
 
 CNI_BIN = Path("/usr/lib/cni")
 BRIDGE = "edgecni0"
@@ -58,15 +59,6 @@ SYSCTLS = {
     "net.bridge.bridge-nf-call-iptables": "1",
     "fs.inotify.max_user_instances": "512",
     "fs.inotify.max_user_watches": "524288",
-}
-HOST_COMMANDS = {
-    "containerd": "containerd",
-    "runc": "runc",
-    "iptables": "iptables",
-    "conntrack": "conntrack",
-    "buildah": "buildah",
-    "gcc": "gcc",
-    "mmdebstrap": "mmdebstrap",
 }
 
 
@@ -237,8 +229,9 @@ class Node:
         # This machine has more memory than the reference box: reserve the difference, so that the
         # Node's allocatable (capacity - reserved - eviction) is what the box's would be: its
         # MemTotal less MicroK8s' 100Mi eviction threshold (tests/data/site-requests.yaml).
-        reserved = {"memory": str(max(0, _meminfo_bytes("MemTotal") - _bytes(self.plane.node_memory)))}
-        extra_cpu_m = (os.cpu_count() or 1) * 1000 - _millicores(self.plane.node_cpu)
+        box = quantity(self.plane.node_cpu, self.plane.node_memory)  # the same parser as the sizing table's
+        reserved = {"memory": str(max(0, _meminfo_bytes("MemTotal") - round(box.memory_mi * MI)))}
+        extra_cpu_m = (os.cpu_count() or 1) * 1000 - box.cpu_m
         if extra_cpu_m > 0:
             reserved["cpu"] = f"{extra_cpu_m}m"
         config = {
@@ -378,18 +371,6 @@ def _meminfo_bytes(key: str) -> int:
         if line.startswith(key + ":"):
             return int(line.split()[1]) * 1024
     raise NodeUnavailable(f"/proc/meminfo has no {key}")
-
-
-def _millicores(quantity: str) -> int:
-    return int(quantity[:-1]) if quantity.endswith("m") else int(float(quantity) * 1000)
-
-
-def _bytes(quantity: str) -> int:
-    match = re.fullmatch(r"([0-9.]+)(Ki|Mi|Gi|Ti)?", quantity)
-    if not match:
-        raise ValueError(f"not a memory quantity: {quantity}")
-    factor = {None: 1, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}[match.group(2)]
-    return int(float(match.group(1)) * factor)
 
 
 def _mounts_under(folder: Path) -> list[str]:
