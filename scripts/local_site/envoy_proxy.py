@@ -1,8 +1,14 @@
 """The local site's gateway: one real Envoy (the proxy inside Istio's ingress gateway).
 
-Listeners and clusters come from files (path-based xDS) that are replaced
-atomically, so a roll changes a cluster's endpoint without restarting
-Envoy; ``apply`` returns once Envoy's admin API shows the new version live.
+Listener, routes and clusters come from files (path-based xDS: LDS, RDS, CDS) that are replaced
+atomically, so a roll changes a cluster's endpoint and a canary its weights without restarting
+Envoy; ``apply`` returns once Envoy's admin API shows the new routes and endpoints live.
+
+The routes are a separate RouteConfiguration (RDS), as Istio's gateway gets them from istiod,
+not inline in the listener: a changed route then applies to the next request, also on an open
+connection, and the listener never drains. With the routes inline, every route change replaced
+the listener; Envoy 1.36 updates such a listener's filter chains in place, but its admin API
+went on reporting the first version_info, so a caller could not tell when a change was live.
 """
 
 from __future__ import annotations
@@ -27,7 +33,27 @@ MAX_REQUEST_BYTES = 32 * 1024 * 1024  # the gateway's own body limit (413 above 
 UPSTREAM_IDLE_TIMEOUT = "1s"
 
 
-def listener(host: str, port: int, routes: list[dict[str, Any]]) -> dict[str, Any]:
+ROUTE_CONFIG = "local_site"
+
+
+def route_configuration(routes: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the listener's RDS subscription serves: every model's route, on any host."""
+    return {
+        "@type": "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
+        "name": ROUTE_CONFIG,
+        "virtual_hosts": [{"name": "gateway", "domains": ["*"], "routes": routes}],
+    }
+
+
+def watched_file(path: Path) -> dict[str, Any]:
+    """A path-based xDS source, reloaded when a file is moved into its directory."""
+    return {
+        "path_config_source": {"path": str(path), "watched_directory": {"path": str(path.parent)}},
+        "resource_api_version": "V3",
+    }
+
+
+def listener(host: str, port: int, rds_path: Path) -> dict[str, Any]:
     return {
         "@type": "type.googleapis.com/envoy.config.listener.v3.Listener",
         "name": "gateway",
@@ -45,10 +71,7 @@ def listener(host: str, port: int, routes: list[dict[str, Any]]) -> dict[str, An
                             "normalize_path": True,
                             "merge_slashes": False,
                             "path_with_escaped_slashes_action": "KEEP_UNCHANGED",
-                            "route_config": {
-                                "name": "local_site",
-                                "virtual_hosts": [{"name": "gateway", "domains": ["*"], "routes": routes}],
-                            },
+                            "rds": {"route_config_name": ROUTE_CONFIG, "config_source": watched_file(rds_path)},
                             "http_filters": [
                                 {
                                     "name": "envoy.filters.http.buffer",
@@ -118,6 +141,7 @@ class Envoy:
         self.version = 0
         self._clusters: dict[str, Endpoint] = {}
         self._listener: dict[str, Any] | None = None
+        self._routes: dict[str, Any] | None = None
         self.proc: subprocess.Popen | None = None
 
     def _write(self, name: str, resources: list[dict[str, Any]]) -> None:
@@ -133,11 +157,11 @@ class Envoy:
         clusters: dict[str, Endpoint],
         timeout: float = 30.0,
     ) -> None:
-        """Write what changed (clusters first); return once Envoy serves exactly that.
+        """Write what changed (clusters first, then routes); return once Envoy serves exactly that.
 
-        Envoy keeps the old version_info on a resource whose content did not
-        change, so readiness is judged by content: each cluster's endpoint,
-        and the listener's version only when the listener was rewritten.
+        Envoy keeps the old version_info on a resource whose content did not change, so
+        readiness is judged by content: each cluster's endpoint, and the route configuration's
+        version only when the routes were rewritten.
         """
         dropped = {name: p for name, p in self._clusters.items() if name not in clusters}
         if dropped and self.proc is not None:
@@ -145,28 +169,31 @@ class Envoy:
             # (a canary going away: its share moves to the stable model, then its cluster goes).
             self.apply(host, port, routes, {**dropped, **clusters}, timeout)
         self.version += 1
-        new_listener = listener(host, port, routes)
         if clusters != self._clusters:
             self._write("cds.json", [cluster(name, p) for name, p in sorted(clusters.items())])
             self._clusters = dict(clusters)
-        listener_version = None
+        routes_version = None
+        new_routes = route_configuration(routes)
+        if new_routes != self._routes:
+            self._write("rds.json", [new_routes])
+            self._routes = new_routes
+            routes_version = str(self.version)
+        new_listener = listener(host, port, self.dir / "rds.json")
         if new_listener != self._listener:
             self._write("lds.json", [new_listener])
             self._listener = new_listener
-            listener_version = str(self.version)
         if self.proc is None:
             self._start()
-        self._wait_live(clusters, listener_version, timeout)
+        self._wait_live(clusters, routes_version, timeout)
 
     def _start(self) -> None:
-        def source(name: str) -> dict[str, Any]:
-            watched = {"path": str(self.dir / name), "watched_directory": {"path": str(self.dir)}}
-            return {"path_config_source": watched, "resource_api_version": "V3"}
-
         bootstrap = {
             "node": {"id": "local-site", "cluster": "istio-ingressgateway"},
             "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": self.admin_port}}},
-            "dynamic_resources": {"lds_config": source("lds.json"), "cds_config": source("cds.json")},
+            "dynamic_resources": {
+                "lds_config": watched_file(self.dir / "lds.json"),
+                "cds_config": watched_file(self.dir / "cds.json"),
+            },
         }
         path = self.dir / "bootstrap.yaml"
         path.write_text(yaml.safe_dump(bootstrap))
@@ -188,7 +215,7 @@ class Envoy:
                 preexec_fn=die_with_parent,
             )
 
-    def _wait_live(self, clusters: dict[str, Endpoint], listener_version: str | None, timeout: float) -> None:
+    def _wait_live(self, clusters: dict[str, Endpoint], routes_version: str | None, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         admin = f"http://127.0.0.1:{self.admin_port}"
         while time.monotonic() < deadline:
@@ -196,12 +223,14 @@ class Envoy:
                 raise RuntimeError(f"envoy exited with {self.proc.returncode}: {self.log_tail()}")
             try:
                 live = _endpoints(requests.get(f"{admin}/clusters?format=json", timeout=2).json())
-                if all(live.get(name) == {_address(e)[1]} for name, e in clusters.items()):
-                    if listener_version is None:
-                        return
-                    dump = requests.get(f"{admin}/config_dump?resource=dynamic_listeners", timeout=2).json()
-                    if _listener_versions(dump) == {listener_version}:
-                        return
+                if all(live.get(name) == {_address(e)} for name, e in clusters.items()):
+                    listening = requests.get(f"{admin}/listeners?format=json", timeout=2).json()
+                    if listening.get("listener_statuses"):
+                        if routes_version is None:
+                            return
+                        dump = requests.get(f"{admin}/config_dump?resource=dynamic_route_configs", timeout=2).json()
+                        if _route_versions(dump) == {routes_version}:
+                            return
             except (requests.RequestException, ValueError):
                 pass
             time.sleep(0.1)
@@ -220,21 +249,15 @@ class Envoy:
                 self.proc.wait()
 
 
-def _endpoints(clusters_json: dict[str, Any]) -> dict[str, set[int]]:
-    """Cluster name -> the ports of its live hosts, from /clusters?format=json."""
-    out: dict[str, set[int]] = {}
+def _endpoints(clusters_json: dict[str, Any]) -> dict[str, set[tuple[str, int]]]:
+    """Cluster name -> the (address, port) of its live hosts, from /clusters?format=json."""
+    out: dict[str, set[tuple[str, int]]] = {}
     for status in clusters_json.get("cluster_statuses", []):
-        ports = {h["address"]["socket_address"]["port_value"] for h in status.get("host_statuses", [])}
-        out[status["name"]] = ports
+        sockets = [h["address"]["socket_address"] for h in status.get("host_statuses", [])]
+        out[status["name"]] = {(a["address"], a["port_value"]) for a in sockets}
     return out
 
 
-def _listener_versions(dump: dict[str, Any]) -> set[str]:
-    """version_info of the active listeners; 'warming' while a new one is not yet serving."""
-    found = set()
-    for lst in dump.get("configs", []):  # with ?resource=dynamic_listeners: one DynamicListener each
-        if lst.get("warming_state") or "active_state" not in lst:
-            found.add("warming")
-        else:
-            found.add(lst["active_state"].get("version_info"))
-    return found
+def _route_versions(dump: dict[str, Any]) -> set[str]:
+    """version_info of the route configurations the listener's RDS subscription holds."""
+    return {rc.get("version_info") for rc in dump.get("configs", [])}

@@ -225,21 +225,13 @@ def within_binomial(count: int, n: int, p: float) -> bool:
     return abs(count - n * p) <= 4 * (n * p * (1 - p)) ** 0.5
 
 
-def test_a_canary_at_30_percent_with_real_pods_answers_within_binomial_bounds(site, control_plane):
-    """The split is measured through a gateway started on the route the charm left: the long-lived
-    test gateway, updated in place through Envoy's file-watched xDS, routed every request to the
-    stable model in 2 of 4 runs although its admin API showed the new listener, and missed the
-    abort's update in the others (README, What runs for real). Promote and abort under load are
-    therefore tested on the local site only."""
-    charm, _ = site
-    stable = {**bundle_options(), **INT8}
-    wait_serving(control_plane, charm.namespace, INT8["model-sha256"])
-    fp32 = bundle_options()
+def start_canary(charm, control_plane, gateway, stable: dict, canary_options: dict, weight: int) -> dict:
+    """A canary of ``canary_options``'s model at ``weight``%, Ready, routed by the charm and the gateway."""
     canary = {
         **stable,
-        "canary-model-uri": fp32["model-uri"],
-        "canary-model-sha256": fp32["model-sha256"],
-        "canary-weight": 30,
+        "canary-model-uri": canary_options["model-uri"],
+        "canary-model-sha256": canary_options["model-sha256"],
+        "canary-weight": weight,
     }
     charm.run("config_changed", APP, canary)
     wait_for(
@@ -249,33 +241,79 @@ def test_a_canary_at_30_percent_with_real_pods_answers_within_binomial_bounds(si
         check=control_plane.check,
     )
     status = wait_for(
-        lambda: (st := charm.run("update_status", APP, canary).unit_status).message.endswith("at 30%") and st,
+        lambda: (st := charm.run("update_status", APP, canary).unit_status).message.endswith(f"at {weight}%") and st,
         60,
-        "the charm to route 30% to the canary",
+        f"the charm to route {weight}% to the canary",
     )
     print(f"canary status: {status.message}")
-    gateway = ClusterGateway(control_plane)
-    try:
-        gateway.sync(charm.namespace)
+    gateway.sync(charm.namespace)
+    return canary
+
+
+def remove_canary(charm, control_plane, gateway, canary: dict) -> dict:
+    """What ``roll-model --abort`` asks of the charm: weight 0 first (the route moves, the gateway
+    with it), then, once no request can reach it, the canary's options go and its pods with them."""
+    unrouted = {**canary, "canary-weight": 0}
+    charm.run("config_changed", APP, unrouted)
+    gateway.sync(charm.namespace)  # what istiod pushes when the VirtualService changes
+    without = {k: v for k, v in canary.items() if not k.startswith("canary-")}
+    charm.run("config_changed", APP, without)
+    wait_for(lambda: not pods(control_plane, charm.namespace, f"{APP}-canary"), 120, "the canary's pods gone")
+    gateway.sync(charm.namespace)
+    return without
+
+
+def test_a_canary_at_30_percent_answers_within_binomial_bounds_and_abort_drops_nothing(site, control_plane):
+    """The long-lived gateway follows each route change in place (RDS), as Istio's gateway does."""
+    charm, gateway = site
+    stable = {**bundle_options(), **INT8}
+    wait_serving(control_plane, charm.namespace, INT8["model-sha256"])
+    fp32 = bundle_options()
+    canary = start_canary(charm, control_plane, gateway, stable, fp32, 30)
+    with SteadyClient(lambda: predict(gateway)) as steady:
         n = 200
-        count = share(gateway, fp32["model-sha256"], n)
-    finally:
-        gateway.stop()
+        steady.wait_for_answers(n, timeout=300)
+        count = steady.shas[:n].count(fp32["model-sha256"])
+        remove_canary(charm, control_plane, gateway, canary)
+        after_removal = len(steady.shas)
+        steady.wait_for_answers(after_removal + 30, timeout=60)
     record("canary_30_share_of_200", count)
     assert within_binomial(count, n, 0.30), f"{count}/{n} answers from the canary at 30%"
+    assert steady.failures == [], steady.failures[:5]
+    # once the canary's pods are gone, only the stable model answers
+    assert set(steady.shas[after_removal:]) == {INT8["model-sha256"]}
+    record("canary_abort_requests_during", after_removal - n)
 
-    # Abort: the route goes back to the stable model first, the canary's pods at the next event.
-    aborted = {k: v for k, v in canary.items() if not k.startswith("canary-")}
-    charm.run("update_status", APP, aborted)
-    charm.run("update_status", APP, aborted)
-    wait_for(lambda: not pods(control_plane, charm.namespace, f"{APP}-canary"), 120, "the canary's pods gone")
+
+def test_promoting_a_canary_under_load_drops_nothing(site, control_plane):
+    """What ``roll-model --promote`` asks of the charm: the stable model rolls to the canary's
+    (the canary keeps its share meanwhile), then the canary is removed as an abort removes it."""
+    charm, gateway = site
+    stable = {**bundle_options(), **INT8}
+    wait_serving(control_plane, charm.namespace, INT8["model-sha256"])
+    fp32 = bundle_options()
+    canary = start_canary(charm, control_plane, gateway, stable, fp32, 30)
+    with SteadyClient(lambda: predict(gateway)) as steady:
+        steady.wait_for_answers(20, timeout=120)
+        rolled = {**canary, "model-uri": fp32["model-uri"], "model-sha256": fp32["model-sha256"]}
+        charm.run("config_changed", APP, rolled)
+        wait_serving(control_plane, charm.namespace, fp32["model-sha256"])
+        gateway.sync(charm.namespace)
+        rolled_at = len(steady.shas)
+        remove_canary(charm, control_plane, gateway, rolled)
+        steady.wait_for_run(fp32["model-sha256"], 30, timeout=60)
+    assert steady.failures == [], steady.failures[:5]
+    assert set(steady.shas[rolled_at:]) == {fp32["model-sha256"]}, "after the roll, only the promoted model"
+    out = charm.run("update_status", APP, {k: v for k, v in rolled.items() if not k.startswith("canary-")})
+    assert out.unit_status.message == f"serving /model/{APP}/ sha {fp32['model-sha256'][:7]}"
+    record("canary_promote_requests_during", len(steady.shas))
 
 
 def test_the_scrape_targets_are_the_real_pods_and_each_answers(site, control_plane):
     from ops import testing
 
     charm, _ = site
-    options = {**bundle_options(), **INT8}  # what the roll above left serving
+    options = bundle_options()  # what the promotion above left serving (fp32)
     relation = testing.Relation("metrics-endpoint", remote_app_name="grafana-agent")
     out = charm.run("update_status", APP, options, relations={relation})
     jobs = json.loads(out.get_relation(relation.id).local_app_data["scrape_jobs"])
