@@ -196,6 +196,14 @@ def watch_table(f: dict[str, Path]) -> list[tuple[list[str], str]]:
         (watch_args(f, "--outbox", str(f["photo"])), "--outbox"),
         (watch_args(f, "--done", str(f["photo"] / "done")), "--done"),
         (watch_args(f, "--relabel", str(f["photo"])), "--relabel"),
+        (watch_args(f, "--shadow", "http://127.0.0.1:99999/model/s/api/v0.1/predictions"), "--shadow"),
+        (watch_args(f, "--shadow", "http://edge:31380/model/scratch"), "--shadow"),  # not a predictions path
+        (watch_args(f, "--shadow", "edge:31380"), "--shadow"),
+        (watch_args(f, "--shadow-record", str(f["tmp"])), "--shadow-record needs --shadow"),
+        (watch_args(f, "--metrics-port", "9100"), "--metrics-port needs --shadow"),
+        (watch_args(f, "--shadow", "--metrics-port", "99999"), "--metrics-port"),
+        (watch_args(f, "--shadow", "--metrics-port", "http"), "--metrics-port"),
+        (watch_args(f, "--shadow", "--shadow-record", str(f["photo"])), "--shadow-record"),  # a file: exit 1
     ]
 
 
@@ -203,7 +211,7 @@ def test_predict_watch_refuses(watch_main, files):
     table = watch_table(files)
     for argv, named in table:
         assert_refused(watch_main, argv, named)
-    assert len(table) == 39
+    assert len(table) == 47
 
 
 def test_an_unreadable_password_file_is_named(watch_main, files, monkeypatch):
@@ -236,6 +244,7 @@ WATCH_NUMBERS = {
 @given(data=st.data())
 def test_predict_watch_property(watch_main, files, data):
     choices = [("--url", bad_urls), ("--model", bad_model_names), *WATCH_NUMBERS.items()]
+    choices += [("--shadow", bad_urls), ("--metrics-port", bad_ports)]
     choices.append(("--mqtt-password-file", missing_path(files["tmp"])))
     option, values = data.draw(st.sampled_from(choices))
     extra = ["--mqtt-user", "u"] if option == "--mqtt-password-file" else []
