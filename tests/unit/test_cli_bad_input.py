@@ -360,6 +360,30 @@ def roll_table(f: dict[str, Path]) -> list[tuple[list[str], str]]:
         (roll_args("--sample", str(f["folder"])), "--sample"),
         (["scratch", "--promote", "--uri", "https://m/x.onnx", *gw], "--uri"),
         (["scratch", "--promote", "--abort"], "--abort"),
+        (["scratch", "--promote-shadow", *gw], "--min-photos"),
+        (["scratch", "--promote-shadow", "--min-photos", "100", *gw], "--min-agreement"),
+        (["scratch", "--promote-shadow", "--min-photos", "0", "--min-agreement", "0.9", *gw], "--min-photos"),
+        (["scratch", "--promote-shadow", "--min-photos", "1.5", "--min-agreement", "0.9", *gw], "--min-photos"),
+        (["scratch", "--promote-shadow", "--min-photos", "100", "--min-agreement", "1.5", *gw], "--min-agreement"),
+        (["scratch", "--promote-shadow", "--min-photos", "100", "--min-agreement", "nan", *gw], "--min-agreement"),
+        (["scratch", "--promote-shadow", "--min-photos", "100", "--min-agreement", "0.9"], "--gateway-url"),
+        (
+            [
+                "scratch",
+                "--promote-shadow",
+                "--min-photos",
+                "9",
+                "--min-agreement",
+                "0.9",
+                "--record",
+                str(f["tmp"] / "nosuch"),
+                *gw,
+            ],
+            "--record",
+        ),  # fmt: skip
+        (["scratch", "--promote-shadow", "--uri", "https://m/x.onnx", "--min-photos", "9", *gw], "--uri"),
+        (["scratch", "--promote-shadow", "--promote", *gw], "--promote"),
+        (roll_args("--min-photos", "100"), "--min-photos goes with --promote-shadow"),
     ]
 
 
@@ -367,7 +391,7 @@ def test_roll_model_refuses(roll_main, files):
     table = roll_table(files)
     for argv, named in table:
         assert_refused(roll_main, argv, named)
-    assert len(table) == 23
+    assert len(table) == 34
 
 
 @PROPERTY
@@ -382,6 +406,8 @@ def test_roll_model_property(roll_main, files, data):
                 ("--sha256", st.text("0123456789ABCDEF", min_size=64, max_size=64).filter(lambda s: s != s.lower())),
                 ("--sample", missing_path(files["tmp"])),
                 ("--canary", st.one_of(st.integers(min_value=101), st.integers(max_value=-1)).map(str)),
+                ("--min-photos", bad_ints),
+                ("--min-agreement", bad_numbers),
             ]
         )
     )
