@@ -172,7 +172,8 @@ def test_the_shadow_killed_mid_run_changes_nothing_on_the_line(site, broker, int
     got = results.unique()
     assert [m["image"] for m in got] == [n for n, _ in PHOTOS]
     assert all(m["status"] == "inspected" for m in got)
-    assert w.out[-1].endswith(f"inspected {len(PHOTOS)} published {len(PHOTOS)} queued 0 failed 0")
+    assert f"stopped: inspected {len(PHOTOS)} published {len(PHOTOS)} queued 0 failed 0" in w.err
+    assert all(" FAILED" not in line for line in w.out)
     assert list(w.failed.iterdir()) == []
 
 
