@@ -28,23 +28,34 @@ def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / (area(a) + area(b) - inter + 1e-9)
 
 
+def pairs(detections: Sequence[Detection], truth: np.ndarray) -> list[tuple[int, int | None]]:
+    """(index in ``detections``, index of the box it matched in ``truth`` or None), best confidence first.
+
+    Greedy matching at IoU 0.5: each box of ``truth`` is matched at most once. The indices are
+    what a caller needs to say *which* detections matched (the shadow comparison pairs one model's
+    detections with another's); ``match`` keeps only whether each did.
+    """
+    used = np.zeros(len(truth), bool)
+    out: list[tuple[int, int | None]] = []
+    for i in sorted(range(len(detections)), key=lambda k: -detections[k][0]):
+        hit: int | None = None
+        if len(truth):
+            overlaps = iou(np.asarray(detections[i][1], float), truth)
+            overlaps[used] = 0
+            j = int(overlaps.argmax())
+            if overlaps[j] >= MATCH_IOU:
+                used[j] = True
+                hit = j
+        out.append((i, hit))
+    return out
+
+
 def match(detections: Sequence[Detection], truth: np.ndarray) -> list[tuple[float, bool]]:
     """(confidence, is_true_positive) with greedy matching at IoU 0.5, best confidence first.
 
     Each labelled box is matched at most once: a second detection of one scratch is a false positive.
     """
-    used = np.zeros(len(truth), bool)
-    out = []
-    for conf, box in sorted(detections, key=lambda d: -d[0]):
-        hit = False
-        if len(truth):
-            overlaps = iou(np.asarray(box, float), truth)
-            overlaps[used] = 0
-            j = int(overlaps.argmax())
-            if overlaps[j] >= MATCH_IOU:
-                used[j] = hit = True
-        out.append((float(conf), hit))
-    return out
+    return [(float(detections[i][0]), j is not None) for i, j in pairs(detections, truth)]
 
 
 def average_precision(matches: Sequence[tuple[float, bool]], n_truth: int) -> float:

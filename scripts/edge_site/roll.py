@@ -41,6 +41,9 @@ sys.path.insert(0, str(ROOT / "charms" / "onnx-model" / "src"))
 
 from model_config import DEFAULT_MODEL_SHA256  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "scripts"))
+from inspection.shadow_record import default_record_dir, read, summarize  # noqa: E402
+
 # 1: Juju refused a change (named; nothing else changed), 2: bad usage or no Juju connection:
 # the world refusing is not a usage error.
 OK, JUJU_REFUSED, USAGE, ROLLED_BACK, ROLLBACK_FAILED, INTERRUPTED = 0, 1, 2, 3, 4, 130
@@ -53,6 +56,8 @@ CANARY_KEYS = ("canary-model-uri", "canary-model-sha256", "canary-weight")
 # After the charm routed the canary's share back, before its pods go: istiod pushes a changed
 # VirtualService to the gateway within about a second; this leaves room for a slow push.
 DRAIN_SECONDS = 10.0
+# The charm's shadow (the issue-23 contract: /model/<name>/shadow/ answers, decides nothing).
+SHADOW_KEYS = ("shadow-model-uri", "shadow-model-sha256")
 _SERVING = re.compile(r"^serving \S+ sha ([0-9a-f]{7})(?:, canary ([0-9a-f]{7}) at (\d+)%)?$")
 
 
@@ -374,6 +379,74 @@ async def promote(
     return Outcome(ROLLBACK_FAILED, f"{app_name}: {sha[:7]} serves, but the canary was not removed: {why}")
 
 
+def shadow_gate(folder: Path, shadow_sha: str, stable_sha: str, min_photos: int, min_agreement: float) -> str:
+    """Why the recorded comparison does not allow promoting ``shadow_sha`` ("" when it does).
+
+    ``min_agreement`` is held against the LOWER bound of agreement's Wilson 95 % interval, not the
+    point estimate: 20 agreeing photos out of 20 are a point estimate of 100 % and a lower bound
+    of 84 %, and a plant should not swap its inspection model on 20 photos. Only photos compared
+    with this very shadow and this very stable model count (shadow_record.summarize)."""
+    s = summarize(read(folder), shadow_sha)
+    where = f"in {folder}"
+    if s.compared and s.stable_sha256 != stable_sha:
+        return (
+            f"the record {where} compares shadow {shadow_sha[:7]} with stable {(s.stable_sha256 or '?')[:7]}, "
+            f"but {stable_sha[:7]} serves now: compare them again"
+        )
+    if s.compared < min_photos:
+        return f"photos compared {s.compared} < --min-photos {min_photos} (shadow {shadow_sha[:7]}, record {folder})"
+    low, high = s.interval
+    if low < min_agreement:
+        return (
+            f"agreement lower bound (Wilson 95 %) {low:.4f} < --min-agreement {min_agreement:g} "
+            f"(agreement {s.agreement:.4f} on {s.compared} photos, interval {low:.4f}-{high:.4f}; "
+            f"flips: {s.flips})"
+        )
+    return ""
+
+
+async def promote_shadow(
+    model: Any,
+    app_name: str,
+    gateway_url: str,
+    sample: Path,
+    min_photos: int,
+    min_agreement: float,
+    record: Path | None = None,
+    timeout: float = 900.0,
+    poll: float = 5.0,
+    say=print,
+) -> Outcome:
+    """The shadow becomes the stable model when the record says so: a roll (pods Ready, smoke test,
+    the old model back on failure), then the shadow options are reset."""
+    app = model.applications.get(app_name)
+    if app is None:
+        return _no_such_app(model, app_name)
+    config = await app.get_config()
+    uri, sha = (_value(config, k) for k in SHADOW_KEYS)
+    if not uri or not sha:
+        return Outcome(USAGE, f"{app_name} has no shadow to promote (shadow-model-uri/shadow-model-sha256 not set)")
+    stable = _value(config, "model-sha256") or DEFAULT_MODEL_SHA256
+    folder = record or default_record_dir(_value(config, "model-name") or app_name)
+    why = shadow_gate(folder, sha, stable, min_photos, min_agreement)
+    if why:
+        return Outcome(JUJU_REFUSED, f"{app_name}: shadow {sha[:7]} not promoted: {why}")
+    say(f"{app_name}: the record allows shadow {sha[:7]}: the stable model rolls to it")
+    outcome = await roll(model, app_name, uri, sha, gateway_url, sample, timeout, poll, say)
+    if outcome.code != OK:
+        return outcome  # the previous stable model serves (or what roll says); the shadow is left as it was
+    reset = f"juju config {app_name} --reset {','.join(SHADOW_KEYS)}"
+    try:
+        await configure(app, app_name, reset=list(SHADOW_KEYS))
+    except ConfigRefused as exc:
+        return Outcome(
+            ROLLBACK_FAILED, f"{app_name}: {sha[:7]} serves, but the shadow stays configured: {exc}; {reset}"
+        )
+    except asyncio.CancelledError:
+        return Outcome(INTERRUPTED, f"{app_name}: {sha[:7]} serves; the shadow may still be configured: {reset}")
+    return Outcome(OK, f"{app_name}: shadow promoted, {sha[:7]} serves all requests; shadow options reset")
+
+
 async def abort(
     model: Any, app_name: str, timeout: float = 900.0, poll: float = 5.0, say=print, drain: float = DRAIN_SECONDS
 ) -> Outcome:
@@ -453,6 +526,11 @@ async def run(args: Any) -> Outcome:
     try:
         if args.promote:
             return await promote(model, args.app, args.gateway_url, args.sample, args.timeout)
+        if getattr(args, "promote_shadow", False):
+            return await promote_shadow(
+                model, args.app, args.gateway_url, args.sample, args.min_photos, args.min_agreement, args.record,
+                args.timeout,
+            )  # fmt: skip
         if args.abort:
             return await abort(model, args.app, args.timeout)
         if args.canary is not None:

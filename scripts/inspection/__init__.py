@@ -6,3 +6,12 @@ disk until the broker acknowledges them, ``publisher`` sends them (paho-mqtt, Qo
 ``folders`` files photos under done/failed/relabel, ``service`` runs the loop and ``cli``
 turns the command line into settings (usage errors exit 2).
 """
+
+import sys
+from pathlib import Path
+
+# The shadow comparison matches detections with models/training/scoring.py (one implementation for
+# the project): the repository's root goes on the path once, as models/training puts scripts/ there.
+_ROOT = str(Path(__file__).resolve().parents[2])
+if _ROOT not in sys.path:
+    sys.path.append(_ROOT)

@@ -9,6 +9,7 @@ unreachable is not an error: results wait in the outbox.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import signal
 import socket
 import ssl
@@ -16,7 +17,7 @@ import sys
 import threading
 from pathlib import Path
 
-from cli_values import gateway_url, model_name, positive_int, positive_number, probability
+from cli_values import gateway_url, model_name, port, positive_int, positive_number, probability
 
 from .broker import BrokerURL
 from .drop_folder import DropFolder
@@ -26,6 +27,10 @@ from .model_client import ModelClient, StartupError
 from .outbox import Outbox
 from .publisher import Credentials, Publisher, TlsFiles
 from .service import BrokerRefused, Service, Settings
+from .shadow import Metrics, Shadow
+from .shadow_record import default_record_dir
+
+SHADOW_ROUTE = "shadow"  # the charm's route: /model/<name>/shadow/api/v0.1/predictions on the gateway
 
 
 def parser() -> argparse.ArgumentParser:
@@ -65,7 +70,31 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=positive_number, default=30.0, help="seconds per model request (30)")
     p.add_argument("--attempts", type=positive_int, default=5, help="tries when the model fails on a photo (5)")
     p.add_argument("--poll", type=positive_number, default=0.5, help="seconds between scans of the drop folder (0.5)")
+    p.add_argument(
+        "--shadow",
+        nargs="?",
+        const=True,  # a bare --shadow: the charm's route (argparse passes only a string const through type)
+        type=_predictions_url,
+        metavar="URL",
+        help="also send each inspected photo to a shadow model, which decides nothing, and record how it compares "
+        f"(default URL: <--url>/model/<--model>/{SHADOW_ROUTE}/api/v0.1/predictions)",
+    )
+    p.add_argument(
+        "--shadow-record",
+        type=Path,
+        metavar="DIR",
+        help="the comparison record and pending shadow work "
+        "(default: $XDG_STATE_HOME/defect-inspection/shadow/<model>)",
+    )
+    p.add_argument("--metrics-port", type=port, metavar="PORT", help="serve the shadow's Prometheus metrics here")
     return p
+
+
+def _predictions_url(text: str) -> str:
+    """A model's predictions endpoint, by the rule evaluate's --url uses (one place: endpoint.check_url)."""
+    from models.training.endpoint import endpoint_url
+
+    return endpoint_url(text)
 
 
 class Usage(Exception):
@@ -129,6 +158,8 @@ def validate(args: argparse.Namespace) -> tuple[BrokerURL, Credentials, TlsFiles
         raise Usage(f"--tls-* options need an mqtts:// broker URL, not {args.mqtt!r}")
     if bool(args.tls_cert) != bool(args.tls_key):
         raise Usage("--tls-cert and --tls-key go together")
+    if args.shadow is None and (args.shadow_record or args.metrics_port):
+        raise Usage(f"{'--shadow-record' if args.shadow_record else '--metrics-port'} needs --shadow")
     password = _password(args.mqtt_password_file) if args.mqtt_password_file else None
     tls = TlsFiles(args.tls_ca, args.tls_cert, args.tls_key)
     if broker.tls:
@@ -186,11 +217,20 @@ def main(argv: list[str]) -> int:
         return 2
     folders = Folders(args.done or args.watch / "done", args.failed or args.watch / "failed", args.relabel)
     outbox_dir = args.outbox or args.watch / ".outbox"
+    record_dir = (args.shadow_record or default_record_dir(args.model)) if args.shadow is not None else None
     try:  # the local folders first: a folder we cannot write is named before any network check
         for folder, option in ((folders.done, "--done"), (folders.failed, "--failed"), (folders.relabel, "--relabel")):
             _make_folder(folder, option)
         _make_folder(outbox_dir, "--outbox")
+        _make_folder(record_dir, "--shadow-record")
         outbox = Outbox(outbox_dir, int(args.outbox_max_mb * 1024 * 1024), args.outbox_max_hours * 3600, log)
+        # The shadow's summaries: an outbox of their own (a subfolder the results' outbox never lists),
+        # the same bounds, published to <topic>/shadow.
+        shadow_outbox = (
+            Outbox(outbox_dir / "shadow", int(args.outbox_max_mb * 1024 * 1024), args.outbox_max_hours * 3600, log)
+            if record_dir
+            else None
+        )
     except StartupError as exc:
         print(f"predict: {exc}", file=sys.stderr)
         return 1
@@ -208,14 +248,40 @@ def main(argv: list[str]) -> int:
         print(f"predict: {exc}", file=sys.stderr)
         return 1
     publisher = Publisher(broker, outbox, log, credentials, tls)
+    shadow = shadow_publisher = None
+    if record_dir is not None and shadow_outbox is not None:
+        shadow_url = (
+            args.shadow
+            if isinstance(args.shadow, str)
+            else f"{args.url}/model/{args.model}/{SHADOW_ROUTE}/api/v0.1/predictions"
+        )
+        shadow_broker = dataclasses.replace(broker, topic=f"{broker.topic}/shadow")
+        shadow_publisher = Publisher(shadow_broker, shadow_outbox, lambda t: log(f"shadow {t}"), credentials, tls)
+        metrics = Metrics()
+        if args.metrics_port:
+            try:
+                metrics.serve(args.metrics_port)
+            except OSError as exc:
+                print(f"predict: --metrics-port {args.metrics_port}: cannot listen ({exc.strerror or exc})",
+                      file=sys.stderr)  # fmt: skip
+                return 1
+        shadow = Shadow(
+            shadow_url, record_dir, args.threshold, args.timeout, folders, shadow_outbox, shadow_publisher.wake,
+            log, metrics,
+        )  # fmt: skip
+        log(f"shadow: {shadow_url} sees every inspected photo and decides nothing; record {record_dir}, "
+            f"summaries to {shadow_broker}")  # fmt: skip
     settings = Settings(args.model, args.threshold, band, args.poll)
-    service = Service(settings, DropFolder(args.watch), model, outbox, publisher, folders, sys.stdout, log)
+    service = Service(settings, DropFolder(args.watch), model, outbox, publisher, folders, sys.stdout, log, shadow)
     log(
         f"watching {args.watch} -> {args.url}/model/{args.model}/ -> {broker}; outbox {outbox.folder} "
         f"({len(outbox)} waiting; bounds {args.outbox_max_mb:g} MB and {args.outbox_max_hours:g} h, "
         "oldest dropped first)"
     )
     publisher.start()
+    if shadow is not None and shadow_publisher is not None:
+        shadow_publisher.start()
+        shadow.start()
     try:
         service.run(stopping)
     except BrokerRefused as exc:
@@ -223,5 +289,8 @@ def main(argv: list[str]) -> int:
         return 1
     finally:
         publisher.stop()
+        if shadow is not None and shadow_publisher is not None:
+            shadow.stop()
+            shadow_publisher.stop()
         log(f"stopped: {service.counters.line(publisher, outbox)}")
     return 0

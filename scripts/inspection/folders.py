@@ -39,11 +39,27 @@ class Folders:
         shutil.move(photo, target)
         return target
 
-    def copy_for_relabel(self, photo: Path, rid: str, why: str, answer: dict) -> Path:
-        """A copy of the photo and ``<photo>.json`` with the model's answer, to label and train on."""
+    def copy_for_relabel(self, photo: Path, rid: str, why: str, answer: dict, shadow: dict | None = None) -> Path:
+        """A copy of the photo and ``<photo>.json`` with the model's answer, to label and train on.
+
+        ``shadow``: the shadow model's answer on a photo where the two verdicts differ, kept beside
+        the stable one (``shadow_answer``). A photo the line already copied (uncertain) is not
+        copied twice: its sidecar gains the shadow's answer and reason."""
         assert self.relabel is not None
+        target = self.relabel / photo.name
+        sidecar_path = target.with_name(target.name + ".json")
+        try:
+            earlier = json.loads(sidecar_path.read_text())
+        except (OSError, ValueError):
+            earlier = None
+        if shadow is not None and isinstance(earlier, dict) and earlier.get("result_id") == rid:
+            earlier.update(why=f"{earlier.get('why')}; {why}", shadow_answer=shadow)
+            sidecar_path.write_text(json.dumps(earlier, indent=1) + "\n")
+            return target
         target = _free_name(self.relabel, photo.name, rid)
         shutil.copy2(photo, target)
         sidecar = {"image": photo.name, "result_id": rid, "why": why, "answer": answer}
+        if shadow is not None:
+            sidecar["shadow_answer"] = shadow
         target.with_name(target.name + ".json").write_text(json.dumps(sidecar, indent=1) + "\n")
         return target

@@ -6,6 +6,10 @@ step (full, read-only) the photo stays in the folder, the line says why, and it 
 with backoff while the other photos go on; a held result is reused, never inspected twice.
 Every photo gets one line on stdout with the running counters; problems go to stderr. Runs
 until SIGTERM/SIGINT (systemd's stop) or a fatal broker refusal.
+
+With a shadow model (``--shadow``), an inspected photo is *offered* to it only after its result
+is released and the photo filed, exactly as without one: the offer is an in-memory put that
+never waits (inspection.shadow), so nothing the shadow does reaches the line.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from .folders import Folders
 from .model_client import ModelClient, Refused, ShuttingDown
 from .outbox import Outbox
 from .publisher import Publisher
+from .shadow import Job, Shadow
 
 
 class BrokerRefused(Exception):
@@ -58,9 +63,11 @@ class Service:
         folders: Folders,
         out,
         log,
+        shadow: Shadow | None = None,
     ) -> None:
         self.s, self.drop, self.model, self.outbox = settings, drop, model, outbox
         self.publisher, self.folders, self.out, self.log = publisher, folders, out, log
+        self.shadow = shadow
         self.counters = Counters()
         self._tries: dict[str, int] = {}  # photo -> refused disk writes in a row
 
@@ -100,6 +107,7 @@ class Service:
         if held is not None:  # stored before a crash or a refused move: file it, do not ask again
             self._file(photo, rid, json.loads(held.payload()), None)
             return
+        started = time.monotonic()
         try:
             answer = self.model.predict(data, photo.name)
         except Refused as exc:
@@ -118,9 +126,10 @@ class Service:
             self._disk_refused(photo, f"its result cannot be stored in {self.outbox.folder}", exc)
             return
         faults.point(faults.AFTER_OUTBOX_BEFORE_MOVE)
-        self._file(photo, rid, msg, answer if msg["status"] == "inspected" else None)
+        latency_ms = (time.monotonic() - started) * 1000
+        self._file(photo, rid, msg, answer if msg["status"] == "inspected" else None, latency_ms)
 
-    def _file(self, photo: Path, rid: str, msg: dict, answer: dict | None) -> None:
+    def _file(self, photo: Path, rid: str, msg: dict, answer: dict | None, latency_ms: float | None = None) -> None:
         """Move the photo to done or failed, then release its result to the broker."""
         notes = []
         if msg["status"] == "inspected":
@@ -133,7 +142,7 @@ class Service:
                     self.log(f"{photo.name}: no copy for relabelling ({exc.strerror or exc}: {exc.filename})")
         try:
             if msg["status"] == "inspected":
-                self.folders.to_done(photo, rid)
+                filed = self.folders.to_done(photo, rid)
             else:
                 self.folders.to_failed(photo, rid, msg["error"])
         except OSError as exc:
@@ -147,6 +156,8 @@ class Service:
             verdict = "DEFECT" if msg["defect"] else "ok"
             summary = f"{len(msg['detections'])} detection(s)" + (f", best {best:.2f}" if best is not None else "")
             self._line(f"{photo.name}: {verdict}, {summary}" + "".join(f"; {n}" for n in notes) + f" [{rid[:8]}]")
+            if self.shadow is not None:  # after the line's result and line: the shadow only sees it
+                self.shadow.offer(Job(photo.name, rid, str(filed), msg, latency_ms, time.time()))
         else:
             self.counters.failed += 1
             self._line(f"{photo.name}: FAILED: {msg['error']} -> {self.folders.failed}/ [{rid[:8]}]")

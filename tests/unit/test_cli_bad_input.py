@@ -196,6 +196,14 @@ def watch_table(f: dict[str, Path]) -> list[tuple[list[str], str]]:
         (watch_args(f, "--outbox", str(f["photo"])), "--outbox"),
         (watch_args(f, "--done", str(f["photo"] / "done")), "--done"),
         (watch_args(f, "--relabel", str(f["photo"])), "--relabel"),
+        (watch_args(f, "--shadow", "http://127.0.0.1:99999/model/s/api/v0.1/predictions"), "--shadow"),
+        (watch_args(f, "--shadow", "http://edge:31380/model/scratch"), "--shadow"),  # not a predictions path
+        (watch_args(f, "--shadow", "edge:31380"), "--shadow"),
+        (watch_args(f, "--shadow-record", str(f["tmp"])), "--shadow-record needs --shadow"),
+        (watch_args(f, "--metrics-port", "9100"), "--metrics-port needs --shadow"),
+        (watch_args(f, "--shadow", "--metrics-port", "99999"), "--metrics-port"),
+        (watch_args(f, "--shadow", "--metrics-port", "http"), "--metrics-port"),
+        (watch_args(f, "--shadow", "--shadow-record", str(f["photo"])), "--shadow-record"),  # a file: exit 1
     ]
 
 
@@ -203,7 +211,7 @@ def test_predict_watch_refuses(watch_main, files):
     table = watch_table(files)
     for argv, named in table:
         assert_refused(watch_main, argv, named)
-    assert len(table) == 39
+    assert len(table) == 47
 
 
 def test_an_unreadable_password_file_is_named(watch_main, files, monkeypatch):
@@ -236,6 +244,7 @@ WATCH_NUMBERS = {
 @given(data=st.data())
 def test_predict_watch_property(watch_main, files, data):
     choices = [("--url", bad_urls), ("--model", bad_model_names), *WATCH_NUMBERS.items()]
+    choices += [("--shadow", bad_urls), ("--metrics-port", bad_ports)]
     choices.append(("--mqtt-password-file", missing_path(files["tmp"])))
     option, values = data.draw(st.sampled_from(choices))
     extra = ["--mqtt-user", "u"] if option == "--mqtt-password-file" else []
@@ -351,6 +360,30 @@ def roll_table(f: dict[str, Path]) -> list[tuple[list[str], str]]:
         (roll_args("--sample", str(f["folder"])), "--sample"),
         (["scratch", "--promote", "--uri", "https://m/x.onnx", *gw], "--uri"),
         (["scratch", "--promote", "--abort"], "--abort"),
+        (["scratch", "--promote-shadow", *gw], "--min-photos"),
+        (["scratch", "--promote-shadow", "--min-photos", "100", *gw], "--min-agreement"),
+        (["scratch", "--promote-shadow", "--min-photos", "0", "--min-agreement", "0.9", *gw], "--min-photos"),
+        (["scratch", "--promote-shadow", "--min-photos", "1.5", "--min-agreement", "0.9", *gw], "--min-photos"),
+        (["scratch", "--promote-shadow", "--min-photos", "100", "--min-agreement", "1.5", *gw], "--min-agreement"),
+        (["scratch", "--promote-shadow", "--min-photos", "100", "--min-agreement", "nan", *gw], "--min-agreement"),
+        (["scratch", "--promote-shadow", "--min-photos", "100", "--min-agreement", "0.9"], "--gateway-url"),
+        (
+            [
+                "scratch",
+                "--promote-shadow",
+                "--min-photos",
+                "9",
+                "--min-agreement",
+                "0.9",
+                "--record",
+                str(f["tmp"] / "nosuch"),
+                *gw,
+            ],
+            "--record",
+        ),  # fmt: skip
+        (["scratch", "--promote-shadow", "--uri", "https://m/x.onnx", "--min-photos", "9", *gw], "--uri"),
+        (["scratch", "--promote-shadow", "--promote", *gw], "--promote"),
+        (roll_args("--min-photos", "100"), "--min-photos goes with --promote-shadow"),
     ]
 
 
@@ -358,7 +391,7 @@ def test_roll_model_refuses(roll_main, files):
     table = roll_table(files)
     for argv, named in table:
         assert_refused(roll_main, argv, named)
-    assert len(table) == 23
+    assert len(table) == 34
 
 
 @PROPERTY
@@ -373,6 +406,8 @@ def test_roll_model_property(roll_main, files, data):
                 ("--sha256", st.text("0123456789ABCDEF", min_size=64, max_size=64).filter(lambda s: s != s.lower())),
                 ("--sample", missing_path(files["tmp"])),
                 ("--canary", st.one_of(st.integers(min_value=101), st.integers(max_value=-1)).map(str)),
+                ("--min-photos", bad_ints),
+                ("--min-agreement", bad_numbers),
             ]
         )
     )

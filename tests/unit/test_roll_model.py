@@ -556,3 +556,85 @@ def test_kept_fails_the_test_when_the_model_does_not_come_back():
 
     with pytest.raises(AssertionError, match="scratch was not restored: blocked: Invalid config"):
         asyncio.run(go())
+
+
+# --- --promote-shadow: the record's figures decide, then a roll, then the shadow options go ----------
+
+
+@pytest.fixture
+def shadow_options(monkeypatch):
+    """The charm's shadow options (issue 23's contract; the charm side adds them to charmcraft.yaml)."""
+    from support import fake_libjuju
+
+    for key in ("shadow-model-uri", "shadow-model-sha256"):
+        if key not in fake_libjuju.OPTIONS:
+            monkeypatch.setitem(fake_libjuju.OPTIONS, key, {"type": "string", "default": ""})
+
+
+def shadow_record(folder: Path, agree: int, disagree: int, shadow: str = NEW, stable: str = OLD) -> Path:
+    """A record as the watcher writes it: ``agree`` photos with the same verdict, ``disagree`` flipped."""
+    from inspection.shadow_record import Record
+
+    record = Record(folder)
+    for i in range(agree + disagree):
+        same = i < agree
+        record.append({
+            "schema": "shadow-comparison/1", "status": "compared", "image": f"p{i}.jpg", "result_id": f"r{i}",
+            "agree": same, "stable": {"sha256": stable, "defect": True, "latency_ms": 20.0},
+            "shadow": {"sha256": shadow, "defect": same, "latency_ms": 10.0},
+            "matched": [], "stable_only": [], "shadow_only": [],
+        })  # fmt: skip
+    return folder
+
+
+def promote_shadow_run(gateway, folder: Path, min_photos: int, min_agreement: float, **config):
+    from edge_site.roll import promote_shadow
+
+    site = Site({NEW: "serves"})
+    gateway["site"] = site
+    model = scratch(site, **{"shadow-model-uri": "https://m/new.onnx", "shadow-model-sha256": NEW, **config})
+    outcome = asyncio.run(
+        promote_shadow(
+            model, "scratch", gateway["url"], SAMPLE, min_photos, min_agreement, folder, 1.0, 0.01, print
+        )
+    )  # fmt: skip
+    return outcome, model.applications["scratch"]
+
+
+def test_promote_shadow_rolls_to_the_shadow_then_resets_its_options(gateway, shadow_options, tmp_path):
+    outcome, app = promote_shadow_run(gateway, shadow_record(tmp_path, 400, 2), 300, 0.98)
+    assert outcome.code == OK, outcome.message
+    assert app.config["model-sha256"] == NEW and app.config["model-uri"] == "https://m/new.onnx"
+    assert app.history == [
+        {"model-uri": "https://m/new.onnx", "model-sha256": NEW},
+        {"reset": ["shadow-model-uri", "shadow-model-sha256"]},
+    ]
+    assert app.config["shadow-model-uri"] == "" and app.config["shadow-model-sha256"] == ""
+
+
+def test_promote_shadow_refuses_too_few_photos_and_names_the_figure(gateway, shadow_options, tmp_path):
+    outcome, app = promote_shadow_run(gateway, shadow_record(tmp_path, 50, 0), 300, 0.9)
+    assert outcome.code == 1 and "photos compared 50 < --min-photos 300" in outcome.message
+    assert app.history == []  # nothing changed
+
+
+def test_promote_shadow_holds_the_lower_bound_not_the_point_estimate(gateway, shadow_options, tmp_path):
+    """99 % agreement on 100 photos is a lower bound of 94.6 %: short of 0.97, so no promotion."""
+    outcome, app = promote_shadow_run(gateway, shadow_record(tmp_path, 99, 1), 100, 0.97)
+    assert outcome.code == 1, outcome.message
+    assert "agreement lower bound (Wilson 95 %) 0.9455 < --min-agreement 0.97" in outcome.message
+    assert "agreement 0.9900 on 100 photos" in outcome.message and app.history == []
+
+
+def test_promote_shadow_refuses_a_record_of_another_shadow_or_stable(gateway, shadow_options, tmp_path):
+    other = "c" * 64
+    outcome, _ = promote_shadow_run(gateway, shadow_record(tmp_path / "a", 500, 0, shadow=other), 100, 0.9)
+    assert outcome.code == 1 and "photos compared 0 < --min-photos 100" in outcome.message  # not this shadow's
+    outcome, app = promote_shadow_run(gateway, shadow_record(tmp_path / "b", 500, 0, stable=other), 100, 0.9)
+    assert outcome.code == 1 and "but aaaaaaa serves now: compare them again" in outcome.message
+    assert app.history == []
+
+
+def test_promote_shadow_without_a_shadow_is_a_usage_error(gateway, shadow_options, tmp_path):
+    outcome, app = promote_shadow_run(gateway, tmp_path, 1, 0.5, **{"shadow-model-uri": ""})
+    assert outcome.code == USAGE and "no shadow to promote" in outcome.message and app.history == []
