@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 from urllib.parse import urljoin
 
@@ -16,7 +17,7 @@ import pytest
 import requests
 from openapi_spec_validator import validate
 
-from conftest import SYNTH_CANDIDATES, SYNTH_NAMES
+from conftest import SYNTH_CANDIDATES, SYNTH_NAMES, start
 from support.chromium import Chromium, require_chromium
 from support.site_process import SiteProcess
 from support.synthetic_yolo import build
@@ -161,3 +162,22 @@ def test_on_the_servers_own_port_the_page_and_its_server_url_need_no_prefix(synt
     root = urljoin(spec_url, served["servers"][0]["url"])
     assert root.rstrip("/") == synthetic_server.url
     assert requests.get(root.rstrip("/") + "/health/status", timeout=30).status_code == 200
+
+
+def test_a_refused_model_still_gets_a_valid_spec_that_says_why(model, tmp_path):
+    """During a bad roll the page is where a user looks: it answers, naming the refusal, not a 500."""
+    path, _ = model
+    server = start(tmp_path, model_uri=path.as_uri(), model_sha256="0" * 64)
+    try:
+        server.wait_alive()
+        spec_url = server.url + "/api/v1.0/doc/openapi.json"
+        deadline = time.monotonic() + 60  # the model is fetched and checked in the background
+        served = requests.get(spec_url, timeout=5).json()["info"]["x-model"]
+        while "not loaded yet" in served["not_ready"] and time.monotonic() < deadline:
+            time.sleep(0.2)
+            served = requests.get(spec_url, timeout=5).json()["info"]["x-model"]
+        assert "sha256 mismatch" in served["not_ready"] and "classes" not in served
+        validate(requests.get(spec_url, timeout=5).json())
+        assert requests.get(server.url + "/api/v1.0/doc/", timeout=5).status_code == 200
+    finally:
+        server.stop()
