@@ -118,6 +118,23 @@ def test_bad_input_is_a_400_naming_the_problem_from_the_image_too(served, body, 
     assert words in json.loads(err.value.read())["status"]["info"]
 
 
+def test_the_doc_page_and_its_assets_come_from_inside_the_image(served):
+    """README, The model server: Swagger UI's files are in the image (the container has no way
+    out to a CDN), and the spec names the model the image serves."""
+
+    def get(path: str) -> tuple[str, bytes]:
+        with urllib.request.urlopen(f"{served.url}/api/v1.0/doc/{path}", timeout=30) as resp:
+            return resp.headers["Content-Type"], resp.read()
+
+    kind, page = get("")
+    assert kind.startswith("text/html") and b'src="swagger-ui-bundle.js"' in page
+    kind, bundle = get("swagger-ui-bundle.js")
+    assert "javascript" in kind and b"SwaggerUIBundle" in bundle
+    spec = json.loads(get("openapi.json")[1])
+    assert spec["info"]["x-model"]["sha256"] == INT8_SHA
+    assert spec["info"]["x-model"]["classes"] == ["scratch"]
+
+
 def test_rebuilding_unchanged_inputs_builds_nothing(image):
     lines: list[str] = []
     started = time.monotonic()

@@ -22,6 +22,7 @@ from seldon_core.proto import prediction_pb2
 from seldon_core.utils import grpc_datadef_to_array
 from werkzeug.exceptions import HTTPException
 
+from . import doc
 from .detector import Detector, Thresholds, default_threads
 from .errors import BadInput, ModelRejected
 from .image_input import DecodedImage, Limits, decode_image_bytes, from_request, validate_array
@@ -149,6 +150,21 @@ class DefectModel:
     def _model_info(self) -> dict:
         return {"name": self.model_name, "version": self.model_version, "sha256": self.model_sha256}
 
+    def _doc_facts(self) -> doc.ModelFacts:
+        """What the doc page's spec says about the model, read per request: it loads in the background."""
+        detector = self.detector
+        if detector is None:
+            return doc.ModelFacts(
+                self.model_name, self.model_version, self.model_sha256, not_ready=self.not_ready_reason
+            )
+        return doc.ModelFacts(
+            self.model_name,
+            self.model_version,
+            self.model_sha256,
+            classes=tuple(detector.names),
+            input_hw=detector.input_hw,
+        )
+
     # --- requests --------------------------------------------------------------
 
     def predict_raw(self, message: Any) -> Any:
@@ -210,9 +226,11 @@ class DefectModel:
 
         Oversized bodies are refused before Flask reads them, and HTTP errors
         (unknown path, wrong method) keep their 4xx: the wrapper's catch-all
-        handler would otherwise turn them into a 500.
+        handler would otherwise turn them into a 500. It is also the only blueprint the
+        wrapper registers, so the doc page's routes ride in it (``doc.py``).
         """
         guard = Blueprint("defect_request_guard", __name__)
+        guard.register_blueprint(doc.blueprint(self._doc_facts))
 
         @guard.app_errorhandler(HTTPException)
         def _http_error(exc: HTTPException):
