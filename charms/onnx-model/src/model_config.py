@@ -180,16 +180,17 @@ class ModelConfig:
                 "give the new model's file and sha256, or reset shadow-model-uri and shadow-model-sha256",
             )
         if self.canary_model_uri:
-            # Two reasons, both in the message: the reference box (2 vCPU / 4 GiB, README "Sizing")
-            # fits two model pods of one application at a rollout peak, and stable + canary + shadow
-            # is three; and a canary changes what the line sees while a shadow is measured against
-            # the stable model alone, so the comparison would mix two baselines.
+            # Two reasons, both in the message. What is compared: a canary changes what the line
+            # sees while a shadow is measured against the stable model, so the comparison would
+            # mix two baselines. And room: each is one more model pod; stable + canary + shadow at
+            # a rollout peak leaves 33 MiB of the reference box's memory, and beside a second model
+            # not even one of them fits (README "Sizing", tests/unit/test_site_requests.py).
             raise _invalid(
                 "shadow-model-uri",
                 "cannot run beside a canary (canary-model-uri is set): a canary changes what the line "
-                "sees while a shadow is compared with the stable model, and stable + canary + shadow "
-                "is three model pods where the reference box fits two (README: Sizing); finish the "
-                "canary first with scripts/roll-model <app> --promote or --abort",
+                "sees while a shadow is compared with the stable model, and each is one more model pod "
+                "that a small box barely has (README: Sizing); finish the canary first with "
+                "scripts/roll-model <app> --promote or --abort, or reset shadow-model-uri and shadow-model-sha256",
             )
 
     # --- derived values -------------------------------------------------------
