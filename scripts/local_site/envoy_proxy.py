@@ -95,16 +95,27 @@ def listener(host: str, port: int, rds_path: Path) -> dict[str, Any]:
     }
 
 
-Endpoint = int | tuple[str, int]  # a port on 127.0.0.1 (the local site), or (address, port)
+# A port on 127.0.0.1 (the local site), or (address, port); None: no Ready endpoint, as a Service
+# whose pods are not Ready (Envoy answers 503 "no healthy upstream", as the Istio gateway does).
+Endpoint = int | tuple[str, int] | None
 
 
-def _address(endpoint: Endpoint) -> tuple[str, int]:
+def _address(endpoint: int | tuple[str, int]) -> tuple[str, int]:
     return endpoint if isinstance(endpoint, tuple) else ("127.0.0.1", endpoint)
+
+
+def _live_addresses(endpoint: Endpoint) -> set[tuple[str, int]]:
+    """The (address, port) Envoy should list for a cluster: none for one without a Ready endpoint."""
+    return set() if endpoint is None else {_address(endpoint)}
 
 
 def cluster(name: str, endpoint: Endpoint) -> dict[str, Any]:
     """One upstream: a local server's port, or a Kubernetes Service's address (tox -e cluster)."""
-    address, port = _address(endpoint)
+    if endpoint is None:
+        lb_endpoints = []
+    else:
+        address, port = _address(endpoint)
+        lb_endpoints = [{"endpoint": {"address": {"socket_address": {"address": address, "port_value": port}}}}]
     return {
         "@type": "type.googleapis.com/envoy.config.cluster.v3.Cluster",
         "name": name,
@@ -112,13 +123,7 @@ def cluster(name: str, endpoint: Endpoint) -> dict[str, Any]:
         "connect_timeout": "1s",
         "load_assignment": {
             "cluster_name": name,
-            "endpoints": [
-                {
-                    "lb_endpoints": [
-                        {"endpoint": {"address": {"socket_address": {"address": address, "port_value": port}}}}
-                    ]
-                }
-            ],
+            "endpoints": [{"lb_endpoints": lb_endpoints}],
         },
         "typed_extension_protocol_options": {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
@@ -223,7 +228,7 @@ class Envoy:
                 raise RuntimeError(f"envoy exited with {self.proc.returncode}: {self.log_tail()}")
             try:
                 live = _endpoints(requests.get(f"{admin}/clusters?format=json", timeout=2).json())
-                if all(live.get(name) == {_address(e)} for name, e in clusters.items()):
+                if all(live.get(name) == _live_addresses(e) for name, e in clusters.items()):
                     listening = requests.get(f"{admin}/listeners?format=json", timeout=2).json()
                     if listening.get("listener_statuses"):
                         if routes_version is None:

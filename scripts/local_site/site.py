@@ -32,7 +32,7 @@ from cli_values import host, port  # noqa: E402
 sys.path.insert(0, str(ROOT / "charms" / "onnx-model" / "src"))
 import gateway  # noqa: E402
 
-from manifests import CANARY_SUFFIX, SERVICE_PORT, prefix, render  # noqa: E402
+from manifests import CANARY_SUFFIX, SERVICE_PORT, SHADOW_SUFFIX, prefix, render, shadow_prefix  # noqa: E402
 
 NAMESPACE = "edge"  # the Juju model (and namespace) the site imitates: any name works
 MODELS_DIR = ROOT / "models"
@@ -47,7 +47,7 @@ class SiteError(RuntimeError):
 
 @dataclasses.dataclass(frozen=True)
 class Desired:
-    """One model server (a SeldonDeployment) of an application: its stable model or its canary."""
+    """One model server (a SeldonDeployment) of an application: its stable model, its canary or its shadow."""
 
     model_name: str
     spec: ServerSpec
@@ -55,6 +55,7 @@ class Desired:
     app: str = ""
     options: tuple[tuple[str, Any], ...] = ()  # the application's options, to render its route again
     canary: bool = False
+    shadow: bool = False
 
 
 @dataclasses.dataclass
@@ -99,15 +100,17 @@ class Site:
     # --- what should run --------------------------------------------------------------
 
     def desired(self) -> dict[str, Desired]:
-        """One entry per model server: the application's name, or <app>-canary for its canary."""
+        """One entry per model server: the application's name, <app>-canary or <app>-shadow."""
         sets = json.loads(self.sets_file.read_text())
         out = {}
         for app in bundle_mod.load(self.bundle, self.overlays, sets):
             options = {**app.options, "gateway": route_gateway(app)}
             *sdeps, vs = render(app.name, NAMESPACE, options, canary_ready=True)
             for i, sdep in enumerate(sdeps):
-                canary = i > 0  # render(): [stable, canary]
-                key = app.name + CANARY_SUFFIX if canary else app.name
+                # render(): [stable, canary or shadow]; the name says which (manifests.py suffixes)
+                shadow = i > 0 and sdep["metadata"]["name"].endswith(SHADOW_SUFFIX)
+                canary = i > 0 and not shadow
+                key = app.name + (SHADOW_SUFFIX if shadow else CANARY_SUFFIX if canary else "")
                 out[key] = Desired(
                     sdeps[0]["metadata"]["name"],
                     server_spec(sdep, MODELS_DIR),
@@ -115,6 +118,7 @@ class Site:
                     app=app.name,
                     options=tuple(sorted(options.items())),
                     canary=canary,
+                    shadow=shadow,
                 )
         if not out:
             raise SiteError(f"{self.bundle}: no onnx-model application to run")
@@ -151,6 +155,11 @@ class Site:
                     server.stop()
                     del launched[app]
                     continue
+                if want[app].shadow:  # the line never depends on it: the stable model serves on
+                    log.error("%s: shadow refused (%s); %s", want[app].app, exc, _shadow_unavailable(want[app]))
+                    server.stop()
+                    del launched[app]
+                    continue
                 for s in launched.values():
                     s.stop()
                 raise SiteError(f"{app}: the model server refused to serve: {exc}") from None
@@ -160,15 +169,22 @@ class Site:
             self._announce(app)
 
     def _route(self) -> None:
-        served = {(r.desired.spec.service_host, SERVICE_PORT): r.server.http_port for r in self.running.values()}
-        routes = envoy_routes(self._virtual_services(), set(served))
+        served: dict[tuple[str, int], int | None] = {
+            (r.desired.spec.service_host, SERVICE_PORT): r.server.http_port for r in self.running.values()
+        }
+        virtual_services = self._virtual_services()
+        # A shadow's route is rendered whether or not it runs (manifests.shadow_route); one that is
+        # not running is a Service without a Ready endpoint: Envoy answers 503 on its path.
+        for destination in _destinations(virtual_services):
+            served.setdefault(destination, None)
+        routes = envoy_routes(virtual_services, set(served))
         clusters = {cluster_name(host, port): local for (host, port), local in served.items()}
         self.envoy.apply(self.host, self.port, routes, clusters)
 
     def _virtual_services(self) -> list[dict[str, Any]]:
         """Each application's route as the charm renders it: a canary is routed only while it runs (Ready)."""
         ready = {r.desired.app for r in self.running.values() if r.desired.canary}
-        apps = {r.desired.app: r.desired for r in self.running.values() if not r.desired.canary}
+        apps = {r.desired.app: r.desired for r in self.running.values() if not (r.desired.canary or r.desired.shadow)}
         return [
             render(app, NAMESPACE, dict(d.options), canary_ready=app in ready)[-1] for app, d in sorted(apps.items())
         ]
@@ -201,6 +217,8 @@ class Site:
                 keeps = "the previous version keeps serving" if current else "not started"
                 if d.canary and not current:
                     keeps = "it takes no request, its share stays with the stable model"
+                if d.shadow:
+                    keeps = _shadow_unavailable(d) if not current else f"{keeps} on {shadow_url_path(d)}"
                 log.error("%s: new model refused (%s); %s", app, exc, keeps)
                 if current:
                     running[app] = current
@@ -248,9 +266,21 @@ class Site:
             weight = dict(r.desired.options).get("canary-weight")
             print(f"ready: {r.desired.app} canary sha {sha[:7]} answers {weight}% of {url}", flush=True)
             return
+        shadow_url = f"http://{self.host}:{self.port}{shadow_url_path(r.desired)}"
+        if r.desired.shadow:
+            print(
+                f"ready: {r.desired.app} shadow sha {sha[:7]} at {shadow_url} "
+                f"(the line gets {prefix(r.desired.model_name)} alone; scripts/shadow-report {r.desired.app} compares)",
+                flush=True,
+            )
+            return
+        # The line's watcher asks both paths with the same photo (its own subsection of the README).
+        shadow = (
+            f"\n  its shadow (decides nothing): {shadow_url}" if dict(r.desired.options).get("shadow-model-uri") else ""
+        )
         sample = os.path.relpath(SAMPLE)
         print(
-            f"ready: {app} sha {sha[:7]} at {url}\n"
+            f"ready: {app} sha {sha[:7]} at {url}{shadow}\n"
             f"  curl -s {url} -H 'Content-Type: application/json' "
             f'-d "{{\\"binData\\": \\"$(base64 -w0 {sample})\\"}}"\n'
             f"  metrics (what Prometheus scrapes in a pod): http://127.0.0.1:{r.server.metrics_port}/prometheus",
@@ -259,6 +289,25 @@ class Site:
 
 
 # --- command line ------------------------------------------------------------------------
+
+
+def shadow_url_path(desired: Desired) -> str:
+    """Where an application's shadow answers (manifests.shadow_prefix), as a predictions path."""
+    return f"{shadow_prefix(desired.model_name)}api/v0.1/predictions"
+
+
+def _shadow_unavailable(desired: Desired) -> str:
+    return f"the stable model serves alone; {shadow_url_path(desired)} answers 503 until the shadow is fixed"
+
+
+def _destinations(virtual_services: list[dict[str, Any]]) -> set[tuple[str, int]]:
+    """(host, port) of every destination the VirtualServices route to."""
+    return {
+        (d["destination"]["host"], int((d["destination"].get("port") or {}).get("number", 80)))
+        for vs in virtual_services
+        for http in vs["spec"].get("http", [])
+        for d in http.get("route") or []
+    }
 
 
 def parse(argv: list[str]) -> argparse.Namespace:

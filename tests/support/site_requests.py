@@ -104,8 +104,12 @@ def model_pod(sdep: dict[str, Any]) -> Requests:
     return total
 
 
-def rollout_peak(sdeps: list[dict[str, Any]]) -> Requests:
-    """All models' pods, plus the surge pods of the one whose rollout adds the most."""
+def rollout_peak(sdeps: list[dict[str, Any]], apps: int | None = None) -> Requests:
+    """All models' pods, plus the surge pods of the one whose rollout adds the most.
+
+    ``apps``: the number of onnx-model applications (one charm pod each); by default one per
+    SeldonDeployment. A canary or a shadow is a SeldonDeployment of its application's own.
+    """
     surge_percent = table()["rollout_max_surge_percent"]
     total, largest_surge = Requests(0, 0), Requests(0, 0)
     for sdep in sdeps:
@@ -115,7 +119,7 @@ def rollout_peak(sdeps: list[dict[str, Any]]) -> Requests:
         surge = pod * math.ceil(replicas * surge_percent / 100)
         if (surge.cpu_m, surge.memory_mi) > (largest_surge.cpu_m, largest_surge.memory_mi):
             largest_surge = surge
-    return platform() + charm_pod() * len(sdeps) + total + largest_surge
+    return platform() + charm_pod() * (len(sdeps) if apps is None else apps) + total + largest_surge
 
 
 def bundle_models(overlays: list[Path] = ()) -> list[dict[str, Any]]:
@@ -124,6 +128,14 @@ def bundle_models(overlays: list[Path] = ()) -> list[dict[str, Any]]:
         render(app.name, "any-model", {**app.options, "gateway": "any-model/gw"})[0]
         for app in site_bundle.load(ROOT / "bundle.yaml", list(overlays))
     ]
+
+
+def bundle_apps(overlays: list[Path] = (), sets: list[str] = ()) -> dict[str, list[dict[str, Any]]]:
+    """Each application's SeldonDeployments (stable, and its canary or shadow), ``sets`` as `juju config`."""
+    return {
+        app.name: render(app.name, "any-model", {**app.options, "gateway": "any-model/gw"})[:-1]
+        for app in site_bundle.load(ROOT / "bundle.yaml", list(overlays), list(sets))
+    }
 
 
 def smallest_box(models: int, pod: Requests) -> Requests:

@@ -470,3 +470,89 @@ def test_invalid_canary_options_block_naming_them_and_apply_nothing(ctx, k8s, co
     assert out.unit_status.name == "blocked"
     assert out.unit_status.message.startswith(f"Invalid config: {option}: ")
     assert k8s.objects == {}
+
+
+# --- shadow ------------------------------------------------------------------------
+
+SHADOW = {**V1, "shadow-model-uri": V2["model-uri"], "shadow-model-sha256": SHA2}
+SHADOW_HOST = f"{APP}-shadow-default.{NS}.svc.cluster.local"
+
+
+def http_routes(k8s: FakeCluster) -> list[tuple[str, str, list[str]]]:
+    """(name, prefix, hosts) of each http route of the live VirtualService, in order."""
+    return [
+        (h["name"], h["match"][0]["uri"]["prefix"], [d["destination"]["host"] for d in h["route"]])
+        for h in k8s.of_kind("VirtualService")[APP]["spec"]["http"]
+    ]
+
+
+def test_a_shadow_gets_its_own_path_and_the_status_says_when_it_is_ready(ctx, k8s):
+    ctx.run(ctx.on.config_changed(), state(V1))
+    serving(k8s, SHA1)
+    out = ctx.run(ctx.on.config_changed(), state(SHADOW))
+    assert set(k8s.of_kind("SeldonDeployment")) == {APP, f"{APP}-shadow"}
+    assert http_routes(k8s) == [
+        (f"{APP}-shadow", f"/model/{APP}/shadow/", [SHADOW_HOST]),
+        (APP, f"/model/{APP}/", [STABLE_HOST]),  # the line's route: the stable model alone
+    ]
+    assert out.unit_status == testing.WaitingStatus(
+        f"serving /model/{APP}/ sha {SHA1[:7]}; shadow {SHA2[:7]} starting (it takes no request before it "
+        f"verified its sha256: /model/{APP}/shadow/ answers 503)"
+    )
+
+    serving(k8s, SHA2, name=f"{APP}-shadow")
+    out = ctx.run(ctx.on.update_status(), state(SHADOW))
+    assert out.unit_status == testing.ActiveStatus(
+        f"serving /model/{APP}/ sha {SHA1[:7]}; shadow {SHA2[:7]} ready at /model/{APP}/shadow/ "
+        f"(agreement: scripts/shadow-report {APP})"
+    )
+    assert out.workload_version == SHA1[:12]  # the version the line gets
+
+
+def test_a_shadow_refused_by_seldon_blocks_saying_the_line_is_unaffected(ctx, k8s):
+    ctx.run(ctx.on.config_changed(), state(SHADOW))
+    serving(k8s, SHA1)
+    k8s.add_pod(NS, f"{APP}-shadow", SHA2, ready=False)
+    k8s.set_sdep_state(NS, f"{APP}-shadow", "Failed", "Deployment is no longer progressing and not available.")
+    out = ctx.run(ctx.on.update_status(), state(SHADOW))
+    assert out.unit_status == testing.BlockedStatus(
+        f"serving /model/{APP}/ sha {SHA1[:7]}; shadow {SHA2[:7]} refused, the line is unaffected: "
+        "SeldonDeployment failed: Deployment is no longer progressing and not available"
+    )
+    assert [hosts for _, _, hosts in http_routes(k8s)][-1] == [STABLE_HOST]
+
+
+def test_unsetting_the_shadow_prunes_it_and_its_route(ctx, k8s):
+    ctx.run(ctx.on.config_changed(), state(SHADOW))
+    serving(k8s, SHA1)
+    serving(k8s, SHA2, name=f"{APP}-shadow")
+    out = ctx.run(ctx.on.config_changed(), state(V1))  # juju config --reset shadow-model-uri shadow-model-sha256
+    assert set(k8s.of_kind("SeldonDeployment")) == {APP}
+    assert http_routes(k8s) == [(APP, f"/model/{APP}/", [STABLE_HOST])]
+    assert out.unit_status == testing.ActiveStatus(f"serving /model/{APP}/ sha {SHA1[:7]}")
+
+
+def test_shadow_pods_are_scraped_with_their_own_sha(ctx, k8s):
+    ctx.run(ctx.on.config_changed(), state(SHADOW))
+    serving(k8s, SHA1)
+    serving(k8s, SHA2, name=f"{APP}-shadow")
+    relation = testing.Relation("metrics-endpoint")
+    out = ctx.run(ctx.on.update_status(), state(SHADOW, relations={relation}))
+    jobs = json.loads(out.get_relation(relation.id).local_app_data["scrape_jobs"])
+    assert {c["labels"]["model_sha256"] for c in jobs[0]["static_configs"]} == {SHA1[:16], SHA2[:16]}
+
+
+@pytest.mark.parametrize(
+    "config, option, words",
+    [
+        ({**V1, "shadow-model-uri": V2["model-uri"]}, "shadow-model-sha256", "is required"),
+        ({**V1, "shadow-model-uri": V2["model-uri"], "shadow-model-sha256": SHA1}, "shadow-model-sha256", "nothing"),
+        ({**SHADOW, **{k: v for k, v in CANARY.items() if k.startswith("canary")}}, "shadow-model-uri", "canary"),
+    ],
+)
+def test_invalid_shadow_options_block_naming_them_and_apply_nothing(ctx, k8s, config, option, words):
+    out = ctx.run(ctx.on.config_changed(), state(config))
+    assert out.unit_status.name == "blocked"
+    assert out.unit_status.message.startswith(f"Invalid config: {option}: ")
+    assert words in out.unit_status.message
+    assert k8s.objects == {}

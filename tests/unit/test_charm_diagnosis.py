@@ -327,3 +327,63 @@ def test_room_ignores_finished_pods_and_pods_on_other_nodes():
     elsewhere = pods.other_pod("kube-system", "other-y", "1", "1Gi", node="edge-02")
     running = pods.other_pod("kube-system", "calico-node-7xk2p", "250m", "0")
     assert room([node], [done, elsewhere, running]) == {"edge-01": Amount(1750, 3910988 * 1024)}
+
+
+# --- a shadow's pods are diagnosed like the stable model's ------------------------------
+
+SHADOW = {**V1, "shadow-model-uri": "https://models.example/v2.onnx", "shadow-model-sha256": SHA2}
+
+
+def shadow_pod(fixture: str, suffix: str, health_port: int | None = None) -> dict:
+    """A pod of the shadow's SeldonDeployment (<app>-shadow), labelled as Seldon labels it."""
+    pod = pods.model_pod(fixture, SHA2, suffix, health_port=health_port)
+    sdep = f"{APP}-shadow"
+    pod["metadata"]["labels"].update({"seldon-deployment-id": sdep, "seldon-app": f"{sdep}-default"})
+    pod["metadata"]["name"] = f"{sdep}-default-0-model-{suffix}"
+    return pod
+
+
+def serving_with_a_shadow(ctx: testing.Context, k8s: FakeCluster) -> None:
+    rolled(ctx, k8s, SHADOW)
+    k8s.put(pods.model_pod("ready", SHA1, "old01"))
+    k8s.set_sdep_state(NS, APP, "Available")
+    k8s.set_sdep_state(NS, f"{APP}-shadow", "Creating")
+
+
+def test_a_tampered_shadow_is_quoted_and_the_stable_model_keeps_serving(ctx, k8s, server_says):
+    serving_with_a_shadow(ctx, k8s)
+    server = server_says(f"not ready: {TAMPERED}")
+    k8s.put(shadow_pod("running-unready", "sh01", health_port=server.port))
+    out = status(ctx, SHADOW)
+    assert server.asked == ["/health/status"]
+    assert out == testing.BlockedStatus(
+        f"serving /model/{APP}/ sha {SHA1[:7]}; shadow {SHA2[:7]} refused, the line is unaffected: model "
+        "refused by the server: sha256 mismatch for https://models.example/v2.onnx: "
+        f"expected {SHA2[:12]}…, got {'e' * 12}…; refusing to load it"
+    )
+
+
+def test_a_shadow_still_downloading_is_starting(ctx, k8s, server_says):
+    serving_with_a_shadow(ctx, k8s)
+    server = server_says("not ready: cannot download https://models.example/v2.onnx: ConnectionError: refused")
+    k8s.put(shadow_pod("running-unready", "sh01", health_port=server.port))
+    out = status(ctx, SHADOW)
+    assert out.name == "waiting"
+    assert out.message.startswith(
+        f"serving /model/{APP}/ sha {SHA1[:7]}; shadow {SHA2[:7]} starting: model server cannot get the model, "
+        "retrying: cannot download"
+    )
+
+
+def test_a_shadow_that_does_not_fit_the_box_says_so(ctx, k8s):
+    """A shadow is one more model pod (README "Sizing"): where it does not fit, its pod stays Pending."""
+    serving_with_a_shadow(ctx, k8s)
+    edge_box(k8s)
+    k8s.put(shadow_pod("unschedulable-cpu-memory", "sh01"))
+    out = status(ctx, SHADOW)
+    assert out.name == "blocked"
+    assert out.message.startswith(
+        f"serving /model/{APP}/ sha {SHA1[:7]}; shadow {SHA2[:7]} refused, the line is unaffected: pod cannot "
+        "be scheduled (0/1 nodes are available: 1 Insufficient cpu, 1 Insufficient memory): it requests 1 CPU"
+    )
+    assert f"juju config {APP} " in out.message

@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from local_site import bundle  # noqa: E402
+from local_site.envoy_proxy import cluster  # noqa: E402
 from local_site.translate import (  # noqa: E402
     Untranslatable,
     cluster_name,
@@ -270,3 +271,24 @@ def test_a_model_without_gateway_info_is_refused_with_the_charms_words(tmp_path)
         route_gateway(apps["other"])
     explicit = bundle.ModelApp("other", {"gateway": "istio-system/edge"})
     assert route_gateway(explicit) == "istio-system/edge"
+
+
+def test_a_shadow_is_a_second_server_on_its_own_prefix_ahead_of_the_line():
+    config = {
+        "gateway": "kubeflow/istio-gateway",
+        "shadow-model-uri": "file:///opt/models/scratch-detector/model-int8.onnx",
+        "shadow-model-sha256": SHA,
+    }
+    stable, shadow, vs = render("scratch", "kubeflow", config)
+    specs = [server_spec(sdep, ROOT / "models") for sdep in (stable, shadow)]
+    assert specs[1].service_host == "scratch-shadow-default.kubeflow.svc.cluster.local"
+    assert specs[1].params["model_sha256"] == SHA
+    first, second = envoy_routes([vs], {(s.service_host, SERVICE_PORT) for s in specs})
+    assert first["match"] == {"prefix": "/model/scratch/shadow/"}
+    assert first["route"]["cluster"] == cluster_name(specs[1].service_host, SERVICE_PORT)
+    assert first["route"]["prefix_rewrite"] == "/"
+    assert "retry_policy" not in first["route"]
+    assert second["match"] == {"prefix": "/model/scratch/"}
+    assert second["route"]["cluster"] == cluster_name(specs[0].service_host, SERVICE_PORT)
+    # A shadow that does not run is a cluster without endpoints: Envoy answers 503 on its path.
+    assert cluster("c", None)["load_assignment"]["endpoints"] == [{"lb_endpoints": []}]

@@ -389,3 +389,93 @@ def test_invalid_canary_options_are_named_in_the_error(config, option, words):
 def test_route_weights_must_add_up():
     with pytest.raises(ValueError, match="add up to 100"):
         route([("a", 60), ("b", 30)])
+
+
+# --- shadow ----------------------------------------------------------------------------
+
+SHADOW_SHA = "d" * 64
+SHADOW = {
+    **GW,
+    "model-uri": "https://m.example/v1.onnx",
+    "model-sha256": SHA,
+    "shadow-model-uri": "https://m.example/v5.onnx",
+    "shadow-model-sha256": SHADOW_SHA,
+}
+
+
+@pytest.mark.parametrize("extra", [{}, {"shadow-model-uri": "s3://models/v5.onnx", "s3-endpoint": "http://minio:9000"}])
+def test_every_object_with_a_shadow_fits_its_crd(extra):
+    objects = render("scratch", "kubeflow", {**SHADOW, **extra})
+    assert [o["kind"] for o in objects] == ["SeldonDeployment", "SeldonDeployment", "VirtualService"]
+    for obj in objects:
+        validate(obj)
+
+
+def test_the_shadow_is_its_own_seldondeployment_verifying_its_own_file():
+    stable, shadow, _ = render("scratch", "kubeflow", {**SHADOW, "confidence-threshold": 0.3, "cpu": "2"})
+    assert shadow["metadata"]["name"] == "scratch-shadow"
+    assert params(shadow)["model_uri"] == SHADOW["shadow-model-uri"]
+    assert params(shadow)["model_sha256"] == SHADOW_SHA  # the server refuses any other file
+    assert params(shadow)["model_name"] == "scratch"  # same model; the answer's sha tells which
+    assert params(shadow)["confidence_threshold"] == params(stable)["confidence_threshold"] == "0.3"
+    assert shadow["spec"]["predictors"][0]["labels"][SHA_LABEL] == SHADOW_SHA[:16]
+    # Same server and probes: it takes no request before its pods are Ready.
+    assert container(shadow)["readinessProbe"] == container(stable)["readinessProbe"]
+    assert container(shadow)["image"] == container(stable)["image"]
+    assert container(shadow)["resources"] == container(stable)["resources"]
+    assert shadow["metadata"]["labels"] == stable["metadata"]["labels"]  # pruned with the app
+
+
+def test_adding_a_shadow_leaves_the_stable_model_and_the_line_route_untouched():
+    plain = {**GW, "model-uri": SHADOW["model-uri"], "model-sha256": SHA}
+    alone_sdep, alone_vs = render("scratch", "kubeflow", plain)
+    stable, _, vs = render("scratch", "kubeflow", SHADOW)
+    assert stable == alone_sdep  # the stable pods do not restart
+    assert vs["spec"]["http"][1] == alone_vs["spec"]["http"][0]  # the line's route, unchanged
+
+
+def test_the_shadow_route_comes_first_and_takes_all_of_its_path():
+    """Istio uses the first matching http route; /model/scratch/ would also match the shadow's path."""
+    vs = render("scratch", "kubeflow", SHADOW)[-1]
+    shadow_route, main = vs["spec"]["http"]
+    assert shadow_route["name"] == "scratch-shadow"
+    assert shadow_route["match"] == [{"uri": {"prefix": "/model/scratch/shadow/"}}]
+    assert shadow_route["rewrite"] == {"uri": "/"}
+    assert shadow_route["route"] == [
+        {
+            "destination": {"host": "scratch-shadow-default.kubeflow.svc.cluster.local", "port": {"number": 9000}},
+            "weight": 100,
+        }
+    ]
+    assert shadow_route["timeout"] == main["timeout"]
+    assert main["match"] == [{"uri": {"prefix": "/model/scratch/"}}]
+    assert weights({"spec": {"http": [main]}}) == {"scratch-default.kubeflow.svc.cluster.local": 100}
+
+
+def test_the_shadow_follows_the_model_name():
+    _, shadow, vs = render("app2", "factory", {**SHADOW, "model-name": "dent"})
+    assert shadow["metadata"]["name"] == "dent-shadow"
+    assert vs["spec"]["http"][0]["match"][0]["uri"]["prefix"] == "/model/dent/shadow/"
+
+
+@pytest.mark.parametrize(
+    "config, option, words",
+    [
+        ({"shadow-model-uri": "https://h/v5.onnx"}, "shadow-model-sha256", "is required"),
+        ({"shadow-model-sha256": SHADOW_SHA}, "shadow-model-sha256", "shadow-model-uri is empty"),
+        ({**SHADOW, "shadow-model-sha256": "abc"}, "shadow-model-sha256", "64 lowercase hex"),
+        ({**SHADOW, "shadow-model-uri": "ftp://h/v5.onnx"}, "shadow-model-uri", "scheme"),
+        ({**SHADOW, "shadow-model-sha256": SHA}, "shadow-model-sha256", "nothing to compare"),
+        (
+            {"shadow-model-uri": "file:///opt/models/x.onnx", "shadow-model-sha256": DEFAULT_MODEL_SHA256},
+            "shadow-model-sha256",
+            "nothing to compare",
+        ),
+        ({**SHADOW, **{k: v for k, v in CANARY.items() if k.startswith("canary")}}, "shadow-model-uri", "--abort"),
+    ],
+)
+def test_invalid_shadow_options_are_named_in_the_error(config, option, words):
+    with pytest.raises(ValueError) as err:
+        render("scratch", "kubeflow", {**GW, **config})
+    assert str(err.value).startswith(f"{option}: ")
+    assert words in str(err.value)

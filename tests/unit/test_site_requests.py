@@ -94,3 +94,53 @@ def test_the_readme_states_the_smallest_box_the_table_gives():
     assert f"{platform.cpu_m}m and {round(platform.memory_mi)} MiB" in readme
     per_model = sr.charm_pod() + pod
     assert f"{per_model.cpu_m}m and {round(per_model.memory_mi)} MiB per model" in readme
+
+
+SHADOW_SETS = [
+    "scratch.shadow-model-uri=file:///opt/models/scratch-detector/model-int8.onnx",
+    "scratch.shadow-model-sha256=de7eab81d2ffb2e0b844cbc316d0c308beaa09a8811d18935561ea4b1a97dbde",
+]
+CANARY_SETS = [
+    "scratch.canary-model-uri=https://models.example/v6.onnx",
+    f"scratch.canary-model-sha256={'6' * 64}",
+    "scratch.canary-weight=10",
+]
+
+
+def peak_of(apps: dict[str, list[dict]]) -> sr.Requests:
+    return sr.rollout_peak([sdep for sdeps in apps.values() for sdep in sdeps], apps=len(apps))
+
+
+def test_a_shadow_is_one_more_model_pod_and_fits_beside_one_model():
+    """README "Sizing": a shadow adds its model pod (same requests as the stable one), no charm pod."""
+    plain, shadowed = sr.bundle_apps(), sr.bundle_apps(sets=SHADOW_SETS)
+    stable, shadow = shadowed["scratch"]
+    assert shadow["metadata"]["name"] == "scratch-shadow"
+    assert sr.model_pod(shadow) == sr.model_pod(stable)
+    assert peak_of(shadowed) == peak_of(plain) + sr.model_pod(shadow)
+    assert peak_of(shadowed).fits(sr.reference_box())
+
+
+def test_beside_a_second_model_a_shadow_does_not_fit_the_reference_box():
+    shadowed = sr.bundle_apps([SECOND], SHADOW_SETS)
+    peak, box = peak_of(shadowed), sr.reference_box()
+    assert len(shadowed) == 2 and peak.cpu_m <= box.cpu_m and peak.memory_mi > box.memory_mi
+
+
+def test_the_readme_states_what_a_shadow_costs():
+    """The numbers of README "Sizing" on shadows, and of the shadow-beside-a-canary refusal."""
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    box = sr.reference_box()
+    one = peak_of(sr.bundle_apps(sets=SHADOW_SETS))
+    two = peak_of(sr.bundle_apps([SECOND], SHADOW_SETS))
+    # What a canary and a shadow together would ask (render() refuses it, so summed by hand).
+    (stable,) = sr.bundle_apps()["scratch"]
+    both = sr.rollout_peak([stable, stable, stable], apps=1)
+    assert f"one model with its shadow asks {one.cpu_m}m and {round(one.memory_mi)} MiB" in readme
+    assert f"beside a second model, {two.cpu_m}m and {round(two.memory_mi)} MiB" in readme
+    assert f"{round(two.memory_mi - box.memory_mi)} MiB more than the reference box" in readme
+    assert f"A canary and a shadow together would ask {round(both.memory_mi)} MiB" in readme
+    assert f"leaving {round(box.memory_mi - both.memory_mi)} MiB" in readme
+    # The refusal's "barely" rests on this.
+    with pytest.raises(ValueError, match="shadow-model-uri: cannot run beside a canary"):
+        sr.bundle_apps(sets=SHADOW_SETS + CANARY_SETS)

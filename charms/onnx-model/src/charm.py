@@ -29,16 +29,19 @@ from manifests import (
     render,
     s3_secret_name,
     service_host,
+    shadow_name,
 )
 from model_config import ModelConfig
 from serving_status import (
     Serving,
     assess,
     canary_is_ready,
+    first_problem,
     is_unschedulable,
     pods_to_ask,
     routed_weight,
     with_canary,
+    with_shadow,
 )
 
 log = logging.getLogger(__name__)
@@ -174,10 +177,14 @@ class OnnxModelCharm(ops.CharmBase):
         name = config.model_name or self.app.name
         sdep = self.cluster.get("machinelearning.seldon.io/v1", "SeldonDeployment", name, self.namespace)
         pods = self.cluster.pods(self.namespace, {"seldon-deployment-id": name, "seldon-app": f"{name}-{PREDICTOR}"})
-        serving = assess(name, config.effective_sha256, sdep, pods, app=self.app.name, **self._diagnose(pods, config))
+        diagnosis = self._diagnose(pods, config.effective_sha256)
+        serving = assess(name, config.effective_sha256, sdep, pods, app=self.app.name, **diagnosis)
         if config.has_canary:
             serving, canary_pods = self._with_canary(config, name, serving)
             pods = pods + canary_pods
+        if config.has_shadow:
+            serving, shadow_pods = self._with_shadow(config, name, serving)
+            pods = pods + shadow_pods
         kind, message = serving.kind, serving.message
         if self.cluster.get(ISTIO_API, "Gateway", gw.name, gw.namespace) is None:
             kind, message = gateway.missing(gw, self.app.name)
@@ -186,13 +193,13 @@ class OnnxModelCharm(ops.CharmBase):
             self.unit.set_workload_version(config.effective_sha256[:12])
         return pods
 
-    def _diagnose(self, pods: list[dict], config: ModelConfig) -> dict:
+    def _diagnose(self, pods: list[dict], wanted_sha: str) -> dict:
         """What explains pods that do not come up, beyond their own status (see serving_status.assess).
 
         The server's reason is asked only of started, unready pods of the wanted model (short
         timeouts, pod_health.py); the nodes' free room is read only when a pod is unschedulable.
         """
-        reasons = pod_health.ask(pods_to_ask(pods, config.effective_sha256))
+        reasons = pod_health.ask(pods_to_ask(pods, wanted_sha))
         room = None
         if any(is_unschedulable(p) for p in pods):
             try:
@@ -210,6 +217,23 @@ class OnnxModelCharm(ops.CharmBase):
         routed = routed_weight(live, service_host(canary, self.namespace))
         weight = int(config.canary_weight or 0)
         return with_canary(stable, config.canary_model_sha256, weight, routed, sdep, pods), pods
+
+    def _with_shadow(self, config: ModelConfig, name: str, stable: Serving) -> tuple[Serving, list[dict]]:
+        """The shadow's part of the status: its pods and, when they do not come up, why.
+
+        The same diagnosis as the stable model's pods (the server's own refusal, such as a sha256
+        mismatch, an unschedulable pod), so a refused shadow is quoted, not just "not Ready".
+        """
+        shadow = shadow_name(name)
+        sdep = self.cluster.get(SELDON_API, "SeldonDeployment", shadow, self.namespace)
+        pods = self.cluster.pods(
+            self.namespace, {"seldon-deployment-id": shadow, "seldon-app": f"{shadow}-{PREDICTOR}"}
+        )
+        sha = config.shadow_model_sha256
+        diagnosis = self._diagnose(pods, sha)
+        wanted = [p for p in pods if (p["metadata"].get("labels") or {}).get(SHA_LABEL) == sha[:16]]
+        problem = first_problem(wanted, self.app.name, diagnosis["server_reasons"], diagnosis["room"])
+        return with_shadow(stable, name, self.app.name, sha, sdep, pods, problem), pods
 
     def _publish_observability(self, pods: list[dict]) -> None:
         """Scrape jobs, alert rules and the dashboard into every COS relation (leader only).

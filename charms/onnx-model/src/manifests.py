@@ -44,11 +44,18 @@ MANAGER = "onnx-model-charm"
 ROUTE_TIMEOUT = "30s"
 S3_KEYS = ("access-key-id", "secret-access-key")
 CANARY_SUFFIX = "-canary"
+SHADOW_SUFFIX = "-shadow"
+SHADOW_PATH = "shadow/"  # under the model's prefix: /model/<model-name>/shadow/
 
 
 def prefix(model_name: str) -> str:
     """The URL prefix a model answers under."""
     return f"/model/{model_name}/"
+
+
+def shadow_prefix(model_name: str) -> str:
+    """The URL prefix the shadow model answers under; the line's watcher asks it beside the stable one."""
+    return prefix(model_name) + SHADOW_PATH
 
 
 def s3_secret_name(app: str) -> str:
@@ -62,13 +69,15 @@ def labels(app: str, namespace: str) -> dict[str, str]:
 
 
 def render(name: str, namespace: str, config: dict[str, Any], canary_ready: bool = False) -> list[dict[str, Any]]:
-    """Render [SeldonDeployment, (canary SeldonDeployment,) VirtualService] for application ``name``.
+    """Render [SeldonDeployment, (canary or shadow SeldonDeployment,) VirtualService] for application ``name``.
 
     ``config`` holds Juju option names (``model-uri``) or field names
     (``model_uri``); defaults are applied here and invalid values raise
     ValueError naming the option. ``canary_ready``: the canary's pods are
     Ready (the caller looked); until then it gets no traffic, since a
     destination without a Ready endpoint would answer 503 for its share.
+    A shadow needs no such flag: its route is rendered whenever it is
+    configured (see shadow_route()).
     """
     cfg = ModelConfig.from_options({k.replace("_", "-"): v for k, v in config.items()})
     model_name = cfg.model_name or name
@@ -87,13 +96,25 @@ def render(name: str, namespace: str, config: dict[str, Any], canary_ready: bool
         objects.append(seldon_deployment(name, model_name, namespace, cfg.as_canary(), meta_labels, sdep_name=canary))
         weight = int(cfg.canary_weight or 0) if canary_ready else 0
         destinations = [(service_host(model_name, namespace), 100 - weight), (service_host(canary, namespace), weight)]
-    objects.append(virtual_service(model_name, namespace, cfg, meta_labels, destinations))
+    shadow_host = None
+    if cfg.has_shadow:
+        # Its own SeldonDeployment for the same reasons as the canary: a refused shadow (say, a
+        # sha256 mismatch) must leave the stable SeldonDeployment Available and its pods alone.
+        shadow = shadow_name(model_name)
+        objects.append(seldon_deployment(name, model_name, namespace, cfg.as_shadow(), meta_labels, sdep_name=shadow))
+        shadow_host = service_host(shadow, namespace)
+    objects.append(virtual_service(model_name, namespace, cfg, meta_labels, destinations, shadow_host=shadow_host))
     return objects
 
 
 def canary_name(model_name: str) -> str:
     """The canary's SeldonDeployment; Seldon names its Service <this>-<predictor>."""
     return f"{model_name}{CANARY_SUFFIX}"
+
+
+def shadow_name(model_name: str) -> str:
+    """The shadow's SeldonDeployment; Seldon names its Service <this>-<predictor>."""
+    return f"{model_name}{SHADOW_SUFFIX}"
 
 
 def service_host(sdep_name: str, namespace: str) -> str:
@@ -247,14 +268,32 @@ def virtual_service(
     cfg: ModelConfig,
     meta_labels: dict[str, str],
     destinations: list[tuple[str, int]] | None = None,
+    shadow_host: str | None = None,
 ) -> dict[str, Any]:
-    """The route of /model/<name>/; ``destinations``: (Service host, weight), default the stable one."""
+    """The route of /model/<name>/; ``destinations``: (Service host, weight), default the stable one.
+
+    ``shadow_host``: the shadow's Service, routed at /model/<name>/shadow/ ahead of the main route.
+    """
     if not cfg.gateway:
         raise ValueError(
             "gateway: no Istio gateway to bind the route to: relate gateway-info to istio-pilot "
             "or set gateway=<namespace>/<name>"
         )
     destinations = destinations or [(service_host(model_name, namespace), 100)]
+    main = {
+        "name": model_name,
+        "match": [{"uri": {"prefix": prefix(model_name)}}],
+        "rewrite": {"uri": "/"},
+        "route": route(destinations),
+        "timeout": ROUTE_TIMEOUT,
+        # A pod leaving during a rollout resets its connections; retry those, not 4xx.
+        "retries": {
+            "attempts": 2,
+            "perTryTimeout": "15s",
+            "retryOn": "connect-failure,refused-stream,reset,unavailable",
+        },
+    }
+    http = [main] if shadow_host is None else [shadow_route(model_name, shadow_host), main]
     return {
         "apiVersion": ISTIO_API,
         "kind": "VirtualService",
@@ -262,22 +301,37 @@ def virtual_service(
         "spec": {
             "gateways": [cfg.gateway],
             "hosts": ["*"],
-            "http": [
-                {
-                    "name": model_name,
-                    "match": [{"uri": {"prefix": prefix(model_name)}}],
-                    "rewrite": {"uri": "/"},
-                    "route": route(destinations),
-                    "timeout": ROUTE_TIMEOUT,
-                    # A pod leaving during a rollout resets its connections; retry those, not 4xx.
-                    "retries": {
-                        "attempts": 2,
-                        "perTryTimeout": "15s",
-                        "retryOn": "connect-failure,refused-stream,reset,unavailable",
-                    },
-                }
-            ],
+            "http": http,
         },
+    }
+
+
+def shadow_route(model_name: str, shadow_host: str) -> dict[str, Any]:
+    """/model/<name>/shadow/ -> the shadow's Service, whole; placed *before* the main route.
+
+    Order matters: Istio 1.17 evaluates a VirtualService's http routes in order and the first
+    match wins (istio/api release-1.17 networking/v1beta1/virtual_service.proto, VirtualService.http:
+    "The first rule matching an incoming request is used"; istiod keeps that order in the Envoy
+    route list, and Envoy checks routes "in order", first match used: envoyproxy/envoy
+    docs/root/intro/arch_overview/http/http_routing.rst, "Route matching"). The main route's
+    prefix /model/<name>/ also matches /model/<name>/shadow/..., so after it this route would
+    never be reached.
+
+    Rendered whenever a shadow is configured, Ready or not (unlike a canary's weight): no line
+    request depends on this path, and a shadow that is not Ready answers 503 from the gateway
+    ("no healthy upstream": the Service has no Ready endpoint, or no cluster yet) without
+    touching the stable pods, which the watcher counts as "shadow unavailable". Routed only when
+    Ready, the path would fall through to the main route and reach the *stable* server as
+    /shadow/api/v0.1/predictions (a 404 from the wrong model), and the route would have to be
+    re-applied when the shadow became Ready. No retries: a missed shadow answer costs nothing
+    but one comparison, and a retry would add load beside the line's model.
+    """
+    return {
+        "name": shadow_name(model_name),
+        "match": [{"uri": {"prefix": shadow_prefix(model_name)}}],
+        "rewrite": {"uri": "/"},
+        "route": route([(shadow_host, 100)]),
+        "timeout": ROUTE_TIMEOUT,
     }
 
 

@@ -66,6 +66,10 @@ class ModelConfig:
     canary_model_uri: str = ""
     canary_model_sha256: str = ""
     canary_weight: int | None = None
+    # A model that sees the same photos as the stable one but decides nothing: it answers only at
+    # /model/<model-name>/shadow/, which the line's watcher asks beside the stable model.
+    shadow_model_uri: str = ""
+    shadow_model_sha256: str = ""
 
     def __post_init__(self) -> None:
         for check in (
@@ -75,6 +79,7 @@ class ModelConfig:
             self._check_resources,
             self._check_routing,
             self._check_canary,
+            self._check_shadow,
         ):
             check()
 
@@ -163,6 +168,31 @@ class ModelConfig:
                 "canary-model-sha256, or reset canary-weight (juju config <app> --reset canary-weight)",
             )
 
+    def _check_shadow(self) -> None:
+        """A shadow is a model (URI + sha256) other than the stable one, and never beside a canary."""
+        _check_uri_and_sha("shadow-model-uri", self.shadow_model_uri, "shadow-model-sha256", self.shadow_model_sha256)
+        if not self.shadow_model_uri:
+            return
+        if self.shadow_model_sha256.strip() == self.effective_sha256:
+            raise _invalid(
+                "shadow-model-sha256",
+                "is the stable model's sha256: a shadow of the same file has nothing to compare; "
+                "give the new model's file and sha256, or reset shadow-model-uri and shadow-model-sha256",
+            )
+        if self.canary_model_uri:
+            # Two reasons, both in the message. What is compared: a canary changes what the line
+            # sees while a shadow is measured against the stable model, so the comparison would
+            # mix two baselines. And room: each is one more model pod; stable + canary + shadow at
+            # a rollout peak leaves 33 MiB of the reference box's memory, and beside a second model
+            # not even one of them fits (README "Sizing", tests/unit/test_site_requests.py).
+            raise _invalid(
+                "shadow-model-uri",
+                "cannot run beside a canary (canary-model-uri is set): a canary changes what the line "
+                "sees while a shadow is compared with the stable model, and each is one more model pod "
+                "that a small box barely has (README: Sizing); finish the canary first with "
+                "scripts/roll-model <app> --promote or --abort, or reset shadow-model-uri and shadow-model-sha256",
+            )
+
     # --- derived values -------------------------------------------------------
 
     @property
@@ -180,8 +210,8 @@ class ModelConfig:
 
     @property
     def any_s3(self) -> bool:
-        """The stable model or the canary comes from s3: the credentials Secret is needed."""
-        return self.uses_s3 or self.canary_model_uri.startswith("s3://")
+        """The stable model, the canary or the shadow comes from s3: the credentials Secret is needed."""
+        return self.uses_s3 or any(uri.startswith("s3://") for uri in (self.canary_model_uri, self.shadow_model_uri))
 
     @property
     def has_canary(self) -> bool:
@@ -198,6 +228,31 @@ class ModelConfig:
             canary_model_uri="",
             canary_model_sha256="",
             canary_weight=None,
+            shadow_model_uri="",
+            shadow_model_sha256="",
+        )
+
+    @property
+    def has_shadow(self) -> bool:
+        """A shadow model is configured (validation guarantees its sha256 and no canary beside it)."""
+        return bool(self.shadow_model_uri)
+
+    def as_shadow(self) -> ModelConfig:
+        """The shadow as a model of its own: the stable model's server settings, the shadow's file.
+
+        Like as_canary(): model-name, thresholds, resources and the image carry over, so the two
+        answers differ only by the model file, which is what the comparison is about.
+        """
+        return dataclasses.replace(
+            self,
+            model_uri=self.shadow_model_uri,
+            model_sha256=self.shadow_model_sha256.strip(),
+            model_version="",
+            canary_model_uri="",
+            canary_model_sha256="",
+            canary_weight=None,
+            shadow_model_uri="",
+            shadow_model_sha256="",
         )
 
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from capacity import Amount, container_requests, cpu_text, memory_text, pod_requests, quantity
-from manifests import CONTAINER, SHA_LABEL, prefix
+from manifests import CONTAINER, SHA_LABEL, prefix, shadow_prefix
 
 Kind = Literal["active", "waiting", "blocked"]
 
@@ -363,6 +363,46 @@ def with_canary(
         )
     worst = max(stable.kind, kind, key=_SEVERITY.__getitem__)
     return Serving(worst, message)
+
+
+SHADOW_REPORT = "scripts/shadow-report"  # the line's watcher's figures; the charm never sees the answers
+
+
+def with_shadow(
+    stable: Serving,
+    model_name: str,
+    app: str,
+    shadow_sha: str,
+    sdep: dict[str, Any] | None,
+    pods: list[dict[str, Any]],
+    problem: Serving | None,
+) -> Serving:
+    """The stable model's status plus the shadow's state: ready, starting, or refused (and why).
+
+    ``problem``: first_problem() of the shadow's pods (the server's own refusal, a pod that
+    cannot be scheduled...), quoted as the stable model's problems are. The shadow never
+    decides anything for the line, so a refused one blocks the status (someone must act) but
+    the message says the line is unaffected. How often the two models agree is measured by the
+    line's watcher, which holds both answers; the status points to its report.
+    """
+    s = short(shadow_sha)
+    path = shadow_prefix(model_name)
+    status = (sdep or {}).get("status") or {}
+    if canary_is_ready(shadow_sha, pods):  # Ready: it verified and loaded exactly this file
+        kind: Kind = "active"
+        part = f"shadow {s} ready at {path} (agreement: {SHADOW_REPORT} {app})"
+    elif problem is not None and problem.kind == "waiting":  # e.g. a download being retried
+        kind, part = "waiting", f"shadow {s} starting: {problem.message}"
+    elif problem is not None:
+        kind, part = "blocked", f"shadow {s} refused, the line is unaffected: {problem.message}"
+    elif status.get("state") == "Failed":
+        reason = (status.get("description") or "no reason given").rstrip(".")
+        kind, part = "blocked", f"shadow {s} refused, the line is unaffected: SeldonDeployment failed: {reason}"
+    else:
+        kind = "waiting"
+        part = f"shadow {s} starting (it takes no request before it verified its sha256: {path} answers 503)"
+    worst = max(stable.kind, kind, key=_SEVERITY.__getitem__)
+    return _one_line(Serving(worst, f"{stable.message}; {part}"))
 
 
 def routed_weight(virtual_service: dict[str, Any] | None, host: str) -> int:
