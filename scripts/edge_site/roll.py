@@ -72,9 +72,18 @@ def _value(config: dict[str, Any], key: str) -> str:
     return str(entry.get("value") or "") if isinstance(entry, dict) else str(entry or "")
 
 
+_SHADOW_PART = "; shadow "  # serving_status.with_shadow: "<the stable model's message>; shadow <sha7> <state>"
+
+
 def serving(status: str, message: str) -> tuple[str, str, int] | None:
-    """(stable sha7, canary sha7 or "", canary percent) from an active unit's status, else None."""
-    m = _SERVING.match(message) if status == "active" else None
+    """(stable sha7, canary sha7 or "", canary percent) from an active unit's status, else None.
+
+    With a shadow, the charm appends its state to the stable model's message and the unit's
+    status is the worse of the two: a shadow still starting (waiting) or refused (blocked) says
+    nothing about the line, so the stable part alone decides here.
+    """
+    stable, shadow, _ = message.partition(_SHADOW_PART)
+    m = _SERVING.match(stable) if status == "active" or shadow else None
     return (m.group(1), m.group(2) or "", int(m.group(3) or 0)) if m else None
 
 
@@ -431,19 +440,21 @@ async def promote_shadow(
     why = shadow_gate(folder, sha, stable, min_photos, min_agreement)
     if why:
         return Outcome(JUJU_REFUSED, f"{app_name}: shadow {sha[:7]} not promoted: {why}")
-    say(f"{app_name}: the record allows shadow {sha[:7]}: the stable model rolls to it")
-    outcome = await roll(model, app_name, uri, sha, gateway_url, sample, timeout, poll, say)
-    if outcome.code != OK:
-        return outcome  # the previous stable model serves (or what roll says); the shadow is left as it was
-    reset = f"juju config {app_name} --reset {','.join(SHADOW_KEYS)}"
+    # The shadow's options go first: the charm refuses a shadow whose sha256 is the stable
+    # model's (model_config: "nothing to compare"), so rolling first would block the unit on its
+    # own config and the roll would never see its model serving. The shadow decides nothing for
+    # the line, so removing it first changes no answer; the roll then verifies the file anew.
+    again = f"juju config {app_name} shadow-model-uri={uri} shadow-model-sha256={sha}"
+    say(f"{app_name}: the record allows shadow {sha[:7]}: its options are reset, then the stable model rolls to it")
     try:
         await configure(app, app_name, reset=list(SHADOW_KEYS))
     except ConfigRefused as exc:
-        return Outcome(
-            ROLLBACK_FAILED, f"{app_name}: {sha[:7]} serves, but the shadow stays configured: {exc}; {reset}"
-        )
+        return Outcome(JUJU_REFUSED, f"{app_name}: {exc}; nothing changed; {_check(app_name)}")
     except asyncio.CancelledError:
-        return Outcome(INTERRUPTED, f"{app_name}: {sha[:7]} serves; the shadow may still be configured: {reset}")
+        return Outcome(INTERRUPTED, f"{app_name}: the shadow's options may be reset; to shadow it again: {again}")
+    outcome = await roll(model, app_name, uri, sha, gateway_url, sample, timeout, poll, say)
+    if outcome.code != OK:
+        return Outcome(outcome.code, f"{outcome.message}; the shadow was removed; to shadow it again: {again}")
     return Outcome(OK, f"{app_name}: shadow promoted, {sha[:7]} serves all requests; shadow options reset")
 
 

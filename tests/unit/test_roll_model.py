@@ -30,6 +30,7 @@ from edge_site.roll import (  # noqa: E402
     promote,
     roll,
 )
+from model_config import ModelConfig  # noqa: E402
 from serving_status import assess, with_canary  # noqa: E402
 from support.fake_libjuju import (  # noqa: E402
     FakeApplication,
@@ -69,14 +70,24 @@ class Site:
         self.serving = self.wanted = OLD
         self.reads = 0
         self.failed = False
+        self.refused = ""
 
     def apply(self, config: dict) -> None:
+        # The charm's own validation (load_config(..., errors="blocked")): a config it refuses
+        # blocks the unit, whatever the cluster does.
+        try:
+            ModelConfig.from_options({k: v for k, v in config.items() if v != ""})
+            self.refused = ""
+        except ValueError as exc:
+            self.refused = str(exc)
         sha = config.get("model-sha256") or OLD
         if sha != self.wanted:
             self.wanted, self.reads = sha, 0
 
     def status(self) -> tuple[str, str]:
         self.reads += 1
+        if self.refused:
+            return "blocked", self.refused
         how = self.behaviour.get(self.wanted, "serves")
         if how == "invalid":
             return "blocked", "Invalid config: model-uri: the s3-credentials secret is gone"
@@ -605,9 +616,9 @@ def test_promote_shadow_rolls_to_the_shadow_then_resets_its_options(gateway, sha
     outcome, app = promote_shadow_run(gateway, shadow_record(tmp_path, 400, 2), 300, 0.98)
     assert outcome.code == OK, outcome.message
     assert app.config["model-sha256"] == NEW and app.config["model-uri"] == "https://m/new.onnx"
-    assert app.history == [
-        {"model-uri": "https://m/new.onnx", "model-sha256": NEW},
+    assert app.history == [  # the shadow's options first: the charm refuses a shadow of the stable sha
         {"reset": ["shadow-model-uri", "shadow-model-sha256"]},
+        {"model-uri": "https://m/new.onnx", "model-sha256": NEW},
     ]
     assert app.config["shadow-model-uri"] == "" and app.config["shadow-model-sha256"] == ""
 
@@ -638,3 +649,33 @@ def test_promote_shadow_refuses_a_record_of_another_shadow_or_stable(gateway, sh
 def test_promote_shadow_without_a_shadow_is_a_usage_error(gateway, shadow_options, tmp_path):
     outcome, app = promote_shadow_run(gateway, tmp_path, 1, 0.5, **{"shadow-model-uri": ""})
     assert outcome.code == USAGE and "no shadow to promote" in outcome.message and app.history == []
+
+
+def shadow_status(state: str) -> tuple[str, str]:
+    """The charm's own status (serving_status.with_shadow) for a stable NEW with a shadow OLD."""
+    from serving_status import Serving, with_shadow
+
+    stable = assess("scratch", NEW, {"metadata": {"namespace": "kubeflow"}, "status": {"state": "Available"}},
+                    [ready_pod(NEW)])  # fmt: skip
+    pods = {"ready": [ready_pod(OLD)], "starting": [ready_pod(OLD, False)], "refused": [ready_pod(OLD, False)]}[state]
+    problem = Serving("blocked", "model refused by the server: sha256 mismatch") if state == "refused" else None
+    out = with_shadow(stable, "scratch", "scratch", OLD, {"status": {"state": "Creating"}}, pods, problem)
+    return out.kind, out.message
+
+
+@pytest.mark.parametrize("state", ["ready", "starting", "refused"])
+def test_a_roll_reads_the_stable_model_from_a_status_with_a_shadow(state):
+    """The shadow's state makes the unit's status worse, not the line's model: a roll beside a
+    starting or refused shadow still sees its model serving."""
+    from edge_site.roll import serving
+
+    status, message = shadow_status(state)
+    assert f"shadow {OLD[:7]}" in message and (status == "active") == (state == "ready")
+    assert serving(status, message) == (NEW[:7], "", 0)
+
+
+def test_a_stable_model_not_yet_serving_beside_a_shadow_is_not_serving():
+    from edge_site.roll import serving
+
+    assert serving("waiting", f"still serving {OLD[:7]}; {NEW[:7]} not Ready yet; shadow {OLD[:7]} starting") is None
+    assert serving("blocked", "shadow-model-sha256: is the stable model's sha256 ...") is None
