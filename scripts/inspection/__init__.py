@@ -12,6 +12,9 @@ from pathlib import Path
 
 # The shadow comparison matches detections with models/training/scoring.py (one implementation for
 # the project): the repository's root goes on the path once, as models/training puts scripts/ there.
+# The charm's manifests (standard library only) say where a model and its shadow answer on the
+# gateway: one source for those paths.
 _ROOT = str(Path(__file__).resolve().parents[2])
-if _ROOT not in sys.path:
-    sys.path.append(_ROOT)
+for _path in (_ROOT, str(Path(_ROOT) / "charms" / "onnx-model" / "src")):
+    if _path not in sys.path:
+        sys.path.append(_path)

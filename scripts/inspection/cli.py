@@ -19,6 +19,8 @@ from pathlib import Path
 
 from cli_values import gateway_url, model_name, port, positive_int, positive_number, probability
 
+from manifests import shadow_prefix  # noqa: E402  (the charm's route; inspection/__init__ puts it on the path)
+
 from .broker import BrokerURL
 from .drop_folder import DropFolder
 from .folders import Folders
@@ -30,7 +32,7 @@ from .service import BrokerRefused, Service, Settings
 from .shadow import Metrics, Shadow
 from .shadow_record import default_record_dir
 
-SHADOW_ROUTE = "shadow"  # the charm's route: /model/<name>/shadow/api/v0.1/predictions on the gateway
+PREDICT_PATH = "api/v0.1/predictions"
 
 
 def parser() -> argparse.ArgumentParser:
@@ -77,7 +79,7 @@ def parser() -> argparse.ArgumentParser:
         type=_predictions_url,
         metavar="URL",
         help="also send each inspected photo to a shadow model, which decides nothing, and record how it compares "
-        f"(default URL: <--url>/model/<--model>/{SHADOW_ROUTE}/api/v0.1/predictions)",
+        f"(default URL: <--url>{shadow_prefix('<--model>')}{PREDICT_PATH})",
     )
     p.add_argument(
         "--shadow-record",
@@ -251,9 +253,7 @@ def main(argv: list[str]) -> int:
     shadow = shadow_publisher = None
     if record_dir is not None and shadow_outbox is not None:
         shadow_url = (
-            args.shadow
-            if isinstance(args.shadow, str)
-            else f"{args.url}/model/{args.model}/{SHADOW_ROUTE}/api/v0.1/predictions"
+            args.shadow if isinstance(args.shadow, str) else f"{args.url}{shadow_prefix(args.model)}{PREDICT_PATH}"
         )
         shadow_broker = dataclasses.replace(broker, topic=f"{broker.topic}/shadow")
         shadow_publisher = Publisher(shadow_broker, shadow_outbox, lambda t: log(f"shadow {t}"), credentials, tls)

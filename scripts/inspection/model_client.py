@@ -21,6 +21,8 @@ from collections.abc import Callable
 import requests
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exponential
 
+from manifests import prefix  # the charm's own (inspection/__init__ puts it on the path)
+
 UNAVAILABLE_STATUS = {404, 429, 502, 503, 504}
 
 
@@ -68,7 +70,7 @@ class ModelClient:
         stopping: threading.Event,
         max_backoff: float = 30.0,
     ) -> None:
-        self.base = f"{url}/model/{model}"
+        self.base = f"{url}{prefix(model)}".rstrip("/")  # the charm's route (manifests.prefix)
         self.model, self.timeout, self.attempts = model, timeout, attempts
         self.log, self.stopping, self.max_backoff = log, stopping, max_backoff
         self.session = requests.Session()

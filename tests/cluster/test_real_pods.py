@@ -309,6 +309,67 @@ def test_promoting_a_canary_under_load_drops_nothing(site, control_plane):
     record("canary_promote_requests_during", len(steady.shas))
 
 
+def shadow_call(gateway: ClusterGateway) -> requests.Response:
+    return requests.post(
+        f"{gateway.url}/model/{APP}/shadow/api/v0.1/predictions",
+        data=BODY,
+        headers={"Content-Type": "application/json"},
+        timeout=30,
+    )
+
+
+def test_a_shadow_answers_on_its_own_path_and_a_refused_one_leaves_the_line_alone(site, control_plane):
+    """The charm's shadow on real pods: its own SeldonDeployment, Ready only once its server verified
+    the file, answering at /model/<name>/shadow/ while the line's path keeps the stable model; a
+    tampered shadow is quoted as refused and never answers; unset, its pods go. All under load."""
+    charm, gateway = site
+    stable = bundle_options()  # what the promotion above left serving (fp32)
+    wait_serving(control_plane, charm.namespace, stable["model-sha256"])
+    shadowed = {**stable, "shadow-model-uri": INT8["model-uri"], "shadow-model-sha256": INT8["model-sha256"]}
+    tampered = {**shadowed, "shadow-model-sha256": "0" * 64}
+    with SteadyClient(lambda: predict(gateway)) as steady:
+        charm.run("config_changed", APP, shadowed)
+        gateway.sync(charm.namespace)
+        wait_for(
+            lambda: [p for p in pods(control_plane, charm.namespace, f"{APP}-shadow") if ready(p)],
+            180,
+            "the shadow's pod Ready",
+            check=control_plane.check,
+        )
+        status = wait_for(
+            lambda: (st := charm.run("update_status", APP, shadowed).unit_status).name == "active" and st,
+            60,
+            "the charm to report the shadow ready",
+        )
+        print(f"shadow status: {status.message}")
+        assert f"shadow {INT8['model-sha256'][:7]} ready at /model/{APP}/shadow/" in status.message
+        gateway.sync(charm.namespace)
+        answer = shadow_call(gateway)
+        assert answer.status_code == 200, answer.text[:300]
+        assert answer.json()["jsonData"]["model"]["sha256"] == INT8["model-sha256"]
+
+        charm.run("config_changed", APP, tampered)
+
+        def refused():
+            out = charm.run("update_status", APP, tampered).unit_status
+            return out if "refused, the line is unaffected" in out.message else None
+
+        status = wait_for(refused, 180, "the shadow's refusal quoted", interval=2, check=control_plane.check)
+        print(f"refused shadow status: {status.message}")
+        assert status.name == "blocked" and "sha256 mismatch" in status.message
+        gateway.sync(charm.namespace)  # the old shadow's pod is gone; the tampered one is never Ready
+        assert shadow_call(gateway).status_code == 503
+
+        charm.run("config_changed", APP, stable)
+        wait_for(lambda: not pods(control_plane, charm.namespace, f"{APP}-shadow"), 120, "the shadow's pods gone")
+        gateway.sync(charm.namespace)
+        steady.wait_for_answers(len(steady.shas) + 10, timeout=60)
+    assert steady.failures == [], steady.failures[:5]
+    assert set(steady.shas) == {stable["model-sha256"]}, "the line only ever got the stable model"
+    out = charm.run("update_status", APP, stable)
+    assert out.unit_status.message == f"serving /model/{APP}/ sha {stable['model-sha256'][:7]}"
+
+
 def test_the_scrape_targets_are_the_real_pods_and_each_answers(site, control_plane):
     from ops import testing
 

@@ -1,10 +1,12 @@
 """The shadow model on the line, end to end: real model servers, a real Mosquitto, the real watcher.
 
-The stable model is the shipped fp32 behind the local site (Envoy, /model/scratch/); shadows are
-real model servers on their own URL (--shadow URL, until the charm's /model/<name>/shadow/ route
-exists): the shipped int8, a server killed mid-run, a deliberately worse model (the synthetic
-YOLO of tests/support/synthetic_yolo.py, which reports the same boxes on every photo) and a
-gateway that answers only after a long delay. What a user notices is asserted: the line's
+The stable model is the shipped fp32 behind the local site (Envoy, /model/scratch/). The int8
+model shadows it the way a site runs a shadow: the local site configured with shadow-model-uri
+and shadow-model-sha256 (the charm's own render), its Envoy routing /model/scratch/shadow/, and the
+watcher given a bare --shadow. The other shadows are real servers on a URL of their own
+(--shadow URL): a server killed mid-run, a deliberately worse model (the synthetic YOLO of
+tests/support/synthetic_yolo.py, which reports the same boxes on every photo) and a gateway that
+answers only after a long delay. What a user notices is asserted: the line's
 messages and counters, the record, the <topic>/shadow messages, the metrics, the relabel folder.
 """
 
@@ -28,6 +30,7 @@ from conftest import PHOTOS as DATA
 from conftest import shipped_threshold, shipped_variant, start
 from support.mosquitto import Subscriber
 from support.server_process import ROOT, free_port
+from support.site_process import SiteProcess
 
 TOPIC = "line/3/results"
 site, broker = line_tests.site, line_tests.broker  # the local site (fp32) and a Mosquitto, as the line's tests use
@@ -59,16 +62,30 @@ def int8_server(tmp_path_factory):
     server.stop()
 
 
-def test_int8_shadowing_fp32_agrees_as_evaluate_says(site, broker, int8_server, tmp_path):
+@pytest.fixture(scope="module")
+def shadow_site():
+    """The local site with the int8 model as fp32's shadow: /model/scratch/shadow/ is the charm's route."""
+    from test_shadow_site import shadow_args
+
+    s = SiteProcess(shadow_args()).start(ready_lines=2)
+    yield s
+    s.stop()
+
+
+def test_int8_shadowing_fp32_agrees_as_evaluate_says(shadow_site, broker, tmp_path):
     """The record's per-photo verdicts are those evaluate's endpoint client gets from each model."""
     from models.training.dataset import load_coco
     from models.training.evaluate import endpoint_predictions
 
+    site = shadow_site
     metrics_port = free_port()
     sub = Subscriber(broker.port, f"{TOPIC}/shadow", "dashboard-1")
     results = Subscriber(broker.port, TOPIC, "line-controller-1")
-    shadow_url = f"{int8_server.url}/api/v0.1/predictions"
-    w = shadow_watcher(tmp_path, site.url, broker.url(TOPIC), shadow_url, "--metrics-port", str(metrics_port))
+    # a bare --shadow: the watcher derives the charm's shadow route from --url and --model
+    shadow_url = f"{site.url}/model/scratch/shadow/api/v0.1/predictions"
+    w = Watcher(tmp_path, site.url, broker.url(TOPIC), "--threshold", str(THRESHOLD), "--shadow",
+                "--shadow-record", str(tmp_path / "record"), "--metrics-port", str(metrics_port))  # fmt: skip
+    w.record = tmp_path / "record"
     w.start()
     try:
         for name, data in PHOTOS:

@@ -53,22 +53,39 @@ class ClusterGateway:
 
         core = client.CoreV1Api(self.plane.api())
         vss = self.virtual_services(namespace)
-        served: dict[tuple[str, int], tuple[str, int]] = {}
+        served: dict[tuple[str, int], tuple[str, int] | None] = {}
         for vs in vss:
             for http in vs["spec"].get("http", []):
                 for dest in http.get("route", []):
                     host, port = dest["destination"]["host"], int(dest["destination"]["port"]["number"])
-                    name, ns = host.split(".")[:2]
-                    svc = core.read_namespaced_service(name, ns)
-                    served[(host, port)] = (svc.spec.cluster_ip, port)
-        for address, _ in served.values():
-            wait_for(lambda a=address: _programmed(a), 30, f"kube-proxy's rules for {address}")
+                    served[(host, port)] = _ready_service(core, host, port)
+        for address in served.values():
+            if address is not None:
+                wait_for(lambda a=address[0]: _programmed(a), 30, f"kube-proxy's rules for {address[0]}")
         routes = envoy_routes(vss, set(served))
         clusters = {cluster_name(host, port): address for (host, port), address in served.items()}
         self.envoy.apply("127.0.0.1", self.port, routes, clusters)
 
     def stop(self) -> None:
         self.envoy.stop()
+
+
+def _ready_service(core, host: str, port: int) -> tuple[str, int] | None:
+    """The Service's ClusterIP, or None while it does not exist or has no Ready endpoint (a shadow
+    still verifying its file): Envoy then answers 503 for it, as Istio's gateway does."""
+    from kubernetes.client.exceptions import ApiException
+
+    name, ns = host.split(".")[:2]
+    try:
+        svc = core.read_namespaced_service(name, ns)
+        endpoints = core.read_namespaced_endpoints(name, ns)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    if not any(subset.addresses for subset in endpoints.subsets or []):
+        return None
+    return (svc.spec.cluster_ip, port)
 
 
 def _programmed(cluster_ip: str) -> bool:
