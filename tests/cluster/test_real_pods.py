@@ -321,7 +321,8 @@ def shadow_call(gateway: ClusterGateway) -> requests.Response:
 def test_a_shadow_answers_on_its_own_path_and_a_refused_one_leaves_the_line_alone(site, control_plane):
     """The charm's shadow on real pods: its own SeldonDeployment, Ready only once its server verified
     the file, answering at /model/<name>/shadow/ while the line's path keeps the stable model; a
-    tampered shadow is quoted as refused and never answers; unset, its pods go. All under load."""
+    tampered shadow is quoted as refused and never answers (the shadow before it does, until the
+    options change again); unset, its pods go. All under load."""
     charm, gateway = site
     stable = bundle_options()  # what the promotion above left serving (fp32)
     wait_serving(control_plane, charm.namespace, stable["model-sha256"])
@@ -357,8 +358,13 @@ def test_a_shadow_answers_on_its_own_path_and_a_refused_one_leaves_the_line_alon
         status = wait_for(refused, 180, "the shadow's refusal quoted", interval=2, check=control_plane.check)
         print(f"refused shadow status: {status.message}")
         assert status.name == "blocked" and "sha256 mismatch" in status.message
-        gateway.sync(charm.namespace)  # the old shadow's pod is gone; the tampered one is never Ready
-        assert shadow_call(gateway).status_code == 503
+        gateway.sync(charm.namespace)
+        # Seldon rolls the shadow's Deployment like any other (maxUnavailable 0): the tampered pod
+        # is never Ready, so the verified shadow before it keeps answering; never the refused file.
+        answers = [shadow_call(gateway) for _ in range(5)]
+        assert [(a.status_code, a.json()["jsonData"]["model"]["sha256"]) for a in answers] == [
+            (200, INT8["model-sha256"])
+        ] * 5
 
         charm.run("config_changed", APP, stable)
         wait_for(lambda: not pods(control_plane, charm.namespace, f"{APP}-shadow"), 120, "the shadow's pods gone")
