@@ -99,10 +99,13 @@ def prometheus(synthetic_model, tmp_path_factory):
     try:
         server.wait_ready()
         pod = {
-            "metadata": {"name": "scratch-default-0-model-7d9f", "labels": {"sha": sha[:16]}},
+            "metadata": {
+                "name": "scratch-default-0-model-7d9f",
+                "labels": {"sha": sha[:16], "seldon-deployment-id": "scratch"},
+            },
             "status": {"phase": "Running", "podIP": "127.0.0.1"},
         }
-        (job,) = observability.scrape_jobs([pod], "sha")
+        (job,) = observability.scrape_jobs([pod], "sha", "scratch")
         # The pod's metrics port is the server's free port here.
         for config in job["static_configs"]:
             config["targets"] = [f"127.0.0.1:{server.metrics_port}"]
