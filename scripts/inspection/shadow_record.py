@@ -103,20 +103,34 @@ class Record:
 
 def read(folder: Path) -> list[dict]:
     """Every complete line of the record in ``folder`` (a torn last line is skipped); [] if none."""
+    return read_checked(folder)[0]
+
+
+def read_checked(folder: Path) -> tuple[list[dict], list[int]]:
+    """The record's entries, and the numbers (from 1) of the lines that are not a JSON object.
+
+    Such a line is skipped, not refused: a crash leaves a torn last line (the next writer ends it,
+    so it can sit mid-file afterwards), and one bad line must not make months of comparisons
+    unreadable. The report says how many it skipped (scripts/shadow-report), so a record edited
+    by hand is noticed. Lines of another schema are left out silently: a later watcher's."""
     path = folder / RECORD_FILE
     try:
         lines = path.read_bytes().splitlines()
     except FileNotFoundError:
-        return []
-    out = []
-    for line in lines:
+        return [], []
+    out, corrupt = [], []
+    for number, line in enumerate(lines, 1):
         try:
             entry = json.loads(line)
         except ValueError:
-            continue  # a line a crash cut short
-        if isinstance(entry, dict) and entry.get("schema") == SCHEMA:
+            if line.strip():
+                corrupt.append(number)  # a line a crash cut short, or an edit
+            continue
+        if not isinstance(entry, dict):
+            corrupt.append(number)
+        elif entry.get("schema") == SCHEMA:
             out.append(entry)
-    return out
+    return out, corrupt
 
 
 def flip(entry: dict) -> str | None:

@@ -2,9 +2,12 @@
 
 One real seldon-core-microservice (two gunicorn workers, the metrics path Seldon sets in a pod)
 is scraped by a real Prometheus with the scrape job the charm publishes, labelled as the COS
-consumer labels it. After a few good and bad requests, every dashboard query, with Grafana's
-template variables filled in the way the dashboard defines them, must return series through
-Prometheus' HTTP API, and the counts must match what the clients saw. Every alert rule, as the
+consumer labels it; beside it, the real line watcher (scripts/predict --watch, a real Mosquitto,
+the local site as the stable model and a second real server as the shadow) is scraped with the
+static job the README documents for it. After a few good and bad requests and a few photos
+dropped, every dashboard query, the shadow row's included, with Grafana's template variables
+filled in the way the dashboard defines them, must return series through Prometheus' HTTP API,
+and the counts must match what the clients saw. Every alert rule, as the
 charm publishes it, passes ``promtool test rules``: it fires on the series that should fire it,
 with its labels and annotations, and stays silent otherwise.
 """
@@ -16,8 +19,10 @@ import math
 import re
 import shutil
 import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 
 import pytest
 import requests
@@ -25,8 +30,10 @@ import yaml
 
 import observability
 from conftest import photos
+from support.mosquitto import Mosquitto, require_mosquitto
 from support.prometheus import Prometheus, consumer_job, require
-from support.server_process import ROOT, ServerProcess
+from support.server_process import ROOT, ServerProcess, free_port
+from support.site_process import SiteProcess
 
 # The topology the rules test (tests/data/prometheus/onnx-model.rules.test.yaml) is written for.
 TOPO = observability.topology("kubeflow", "8a6c1f2e-4b7d-4c1e-9f00-5e0d1c2b3a49", "scratch", "scratch/0", "onnx-model")
@@ -37,6 +44,50 @@ DASHBOARD = observability.DASHBOARDS / "onnx-model.json"
 # Grafana's $__rate_interval is max($__interval + scrape interval, 4 x scrape interval); the COS
 # datasource keeps Grafana's default scrape interval of 15 s.
 RATE_INTERVAL = "1m"
+README = ROOT / "README.md"
+
+
+def watcher_job(target: str) -> dict:
+    """The watcher's static scrape job exactly as the README's Observability section gives it, aimed at ``target``."""
+    blocks = re.findall(r"```yaml\n(.*?)```", README.read_text(), re.S)
+    (block,) = [b for b in blocks if "job_name: defect-inspection" in b]
+    (job,) = yaml.safe_load(block)["scrape_configs"]
+    (config,) = job["static_configs"]
+    config["targets"] = [target]
+    return job
+
+
+@pytest.fixture(scope="module")
+def line_watcher(synthetic_model, tmp_path_factory):
+    """(the real watcher, its metrics port): the local site as the stable model, a real server as the
+    shadow (the synthetic detector, a "scratch" on every photo, so some verdicts flip), a real Mosquitto."""
+    from test_inspection_mqtt import Watcher
+
+    require_mosquitto()
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from inspection.venv import predict_python
+
+    predict_python()  # the watcher's venv, built before any clock starts
+    path, sha = synthetic_model
+    folder = tmp_path_factory.mktemp("line")
+    with ExitStack() as stack:
+        broker = Mosquitto(folder / "broker").start()
+        stack.callback(broker.stop)
+        site = SiteProcess([]).start()
+        stack.callback(site.stop)
+        shadow = ServerProcess(
+            {"model_name": "scratch", "model_uri": path.as_uri(), "model_sha256": sha}, log_path=folder / "shadow.log"
+        ).start()
+        stack.callback(shadow.stop)
+        shadow.wait_ready()
+        port = free_port()
+        (folder / "watcher").mkdir()
+        watcher = Watcher(folder / "watcher", site.url, broker.url("line/3/results"),
+                          "--shadow", f"{shadow.url}/api/v0.1/predictions",
+                          "--shadow-record", str(folder / "record"), "--metrics-port", str(port))  # fmt: skip
+        stack.callback(watcher.stop)
+        watcher.start()
+        yield watcher, port
 
 
 def dashboard_queries() -> list[tuple[str, str]]:
@@ -84,11 +135,13 @@ def test_promtool_passes_the_rules_as_the_charm_publishes_them(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def prometheus(synthetic_model, tmp_path_factory):
-    """(Prometheus, what the clients saw, its job name) once it has scraped good and bad requests."""
+def prometheus(synthetic_model, line_watcher, tmp_path_factory):
+    """(Prometheus, what the clients saw, its job name) once it has scraped good and bad requests,
+    and the watcher's comparisons of photos by the stable model and its shadow."""
     require("prometheus")
     path, sha = synthetic_model
     folder = tmp_path_factory.mktemp("observability")
+    watcher, metrics_port = line_watcher
     server = ServerProcess(
         {"model_name": "scratch", "model_uri": path.as_uri(), "model_sha256": sha},
         workers=WORKERS,
@@ -99,17 +152,22 @@ def prometheus(synthetic_model, tmp_path_factory):
     try:
         server.wait_ready()
         pod = {
-            "metadata": {"name": "scratch-default-0-model-7d9f", "labels": {"sha": sha[:16]}},
+            "metadata": {
+                "name": "scratch-default-0-model-7d9f",
+                "labels": {"sha": sha[:16], "seldon-deployment-id": "scratch"},
+            },
             "status": {"phase": "Running", "podIP": "127.0.0.1"},
         }
-        (job,) = observability.scrape_jobs([pod], "sha")
+        (job,) = observability.scrape_jobs([pod], "sha", "scratch")
         # The pod's metrics port is the server's free port here.
         for config in job["static_configs"]:
             config["targets"] = [f"127.0.0.1:{server.metrics_port}"]
         job = consumer_job(job, TOPO)
-        prom = Prometheus(folder / "prometheus", [job]).start()
+        line_job = watcher_job(f"127.0.0.1:{metrics_port}")
+        prom = Prometheus(folder / "prometheus", [job, line_job]).start()
         prom.wait_ready()
         prom.wait_scraped(job["job_name"])  # the target answers its first scrape before any traffic
+        prom.wait_scraped(line_job["job_name"])
 
         seen = {"images": 0, "detections": 0, "inference_s": 0.0, "bad": 0}
 
@@ -151,6 +209,28 @@ def prometheus(synthetic_model, tmp_path_factory):
             assert time.monotonic() < deadline, "the requests never reached every worker"
             send(photos()[:2], BAD_REQUESTS)
         send(photos()[:3], BAD_REQUESTS)
+
+        # The watcher: as for the workers, the first photos create the latency series of both
+        # models, the later ones are the rates the shadow panels show.
+        from test_inspection_mqtt import PHOTOS, drop
+
+        dropped = 0
+
+        def drop_photos(prefix: str) -> None:
+            nonlocal dropped
+            for name, data in PHOTOS:
+                drop(watcher.drop, f"{prefix}-{name}", data)
+                dropped += 1
+            prom.wait(
+                f"the {dropped} photos compared, in a scrape",
+                lambda: total(prom, "sum(defect_shadow_photos_compared_total)") == dropped,
+                timeout=120,
+            )
+
+        drop_photos("first")
+        prom.wait("both models' latency series", lambda: len(prom.query("defect_shadow_request_seconds_count")) == 2)
+        drop_photos("then")
+        seen["compared"] = dropped
         yield prom, seen, job["job_name"]
     finally:
         if prom is not None:
@@ -217,6 +297,19 @@ def test_the_counts_match_what_the_clients_saw(prometheus):
     assert total(prom, "sum(defect_detections_total)") == seen["detections"]
     assert total(prom, 'sum(defect_errors_total{reason="BAD_INPUT"})') == seen["bad"]
     assert total(prom, "sum(defect_inference_seconds_count)") == seen["images"]
+
+
+def test_the_shadow_panels_count_every_photo_the_watcher_compared(prometheus):
+    """The watcher's scrape job reaches the same Prometheus: its counters are the photos dropped."""
+    prom, seen, _ = prometheus
+    compared = total(prom, 'sum(defect_shadow_photos_compared_total{job="defect-inspection"})')
+    agreements = total(prom, 'sum(defect_shadow_agreements_total{job="defect-inspection"})')
+    flips = total(prom, 'sum(defect_shadow_disagreements_total{job="defect-inspection"})')
+    assert compared == seen["compared"] and agreements + flips == compared
+    ratio = total(prom, 'max(defect_shadow_agreement_ratio{job="defect-inspection"})')
+    low = total(prom, 'max(defect_shadow_agreement_ci95_low{job="defect-inspection"})')
+    high = total(prom, 'max(defect_shadow_agreement_ci95_high{job="defect-inspection"})')
+    assert ratio == pytest.approx(agreements / compared) and low <= ratio <= high
 
 
 def test_inference_time_is_recorded_in_seconds(prometheus):

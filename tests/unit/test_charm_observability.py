@@ -11,6 +11,7 @@ import base64
 import json
 import lzma
 
+import pytest
 from ops import testing
 
 from support.charm_harness import APP, NS, SHA1, SHA2, V1, V2, gateway_info
@@ -38,8 +39,8 @@ def test_every_model_pod_is_a_scrape_target_with_its_model_version(ctx, k8s):
     out = ctx.run(ctx.on.relation_joined(rel), state(rel))
     data = out.get_relation(rel.id).local_app_data
     assert targets(data, "onnx-model-server") == {
-        "10.1.0.7:6000": {"pod": "scratch-a", "model_sha256": SHA1[:16]},
-        "10.1.0.8:6000": {"pod": "scratch-b", "model_sha256": SHA1[:16]},
+        "10.1.0.7:6000": {"pod": "scratch-a", "model_sha256": SHA1[:16], "role": "stable"},
+        "10.1.0.8:6000": {"pod": "scratch-b", "model_sha256": SHA1[:16], "role": "stable"},
     }
     # The pods run without Seldon's executor: a target on its port would only ever be down.
     assert [job["job_name"] for job in json.loads(data["scrape_jobs"])] == ["onnx-model-server"]
@@ -56,7 +57,25 @@ def test_a_rollout_moves_the_targets_on_the_next_event(ctx, k8s):
     k8s.remove_pods(NS, SHA1)
     out = ctx.run(ctx.on.update_status(), state(rel, config=V2))
     assert targets(out.get_relation(rel.id).local_app_data, "onnx-model-server") == {
-        "10.1.0.9:6000": {"pod": "new", "model_sha256": SHA2[:16]}
+        "10.1.0.9:6000": {"pod": "new", "model_sha256": SHA2[:16], "role": "stable"}
+    }
+
+
+CANARY = {**V1, "canary-model-uri": V2["model-uri"], "canary-model-sha256": SHA2, "canary-weight": 10}
+SHADOW = {**V1, "shadow-model-uri": V2["model-uri"], "shadow-model-sha256": SHA2}
+
+
+@pytest.mark.parametrize(("config", "role"), [(CANARY, "canary"), (SHADOW, "shadow")])
+def test_the_canary_and_shadow_pods_are_scraped_labelled_by_role(ctx, k8s, config, role):
+    """Each is its own SeldonDeployment: its pods are targets too, told apart from the stable ones by ``role``."""
+    ctx.run(ctx.on.config_changed(), state(config=config))
+    k8s.add_pod(NS, APP, SHA1, ready=True, pod="stable", ip="10.1.0.7")
+    k8s.add_pod(NS, f"{APP}-{role}", SHA2, ready=True, pod=role, ip="10.1.0.9")
+    rel = testing.Relation("metrics-endpoint")
+    out = ctx.run(ctx.on.update_status(), state(rel, config=config))
+    assert targets(out.get_relation(rel.id).local_app_data, "onnx-model-server") == {
+        "10.1.0.7:6000": {"pod": "stable", "model_sha256": SHA1[:16], "role": "stable"},
+        "10.1.0.9:6000": {"pod": role, "model_sha256": SHA2[:16], "role": role},
     }
 
 

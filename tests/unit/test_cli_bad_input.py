@@ -596,6 +596,112 @@ def test_a_silent_build_still_times_out():
     assert time.monotonic() - started < 10
 
 
+# --- scripts/shadow-report ----------------------------------------------------------------------
+
+REPORT = load_script(ROOT / "scripts" / "shadow-report")
+
+
+def report_table(f: dict[str, Path]) -> list[tuple[list[str], str]]:
+    return [
+        ([], "app"),
+        (["Scratch"], "app"),
+        (["scratch_2"], "app"),
+        (["1scratch"], "app"),
+        (["scratch."], "app"),
+        (["x" * 41], "app"),
+        (["--", "-scratch"], "app"),
+        (["scratch", "--record", str(f["tmp"] / "nosuch")], "--record"),
+        (["scratch", "--record", str(f["text"])], "--record"),  # a file: "not a folder"
+        (["scratch", "--record", ""], "--record"),  # "" is the working folder, which holds no record
+        (["scratch", "--shadow-sha256", "abc"], "--shadow-sha256"),
+        (["scratch", "--shadow-sha256", "A" * 64], "--shadow-sha256"),
+        (["scratch", "--worst", "-1"], "--worst"),
+        (["scratch", "--worst", "1001"], "--worst"),
+        (["scratch", "--worst", "many"], "--worst"),
+        (["scratch", "--bogus"], "--bogus"),
+        (["scratch", "extra"], "extra"),
+    ]
+
+
+def test_shadow_report_refuses(files, monkeypatch):
+    monkeypatch.chdir(files["empty_folder"])
+    table = report_table(files)
+    for argv, named in table:
+        assert_refused(REPORT.main, argv, named)
+    assert len(table) == 17
+
+
+@pytest.fixture
+def record(tmp_path) -> Path:
+    """A record of two photos compared, the second a flip, as the watcher writes it."""
+    from inspection.shadow_record import Record
+    from test_shadow_record import det, entry
+
+    rec = Record(tmp_path / "record")
+    rec.append(entry("p1", [det(0, 0, 50, 50, 0.9)], [det(0, 0, 50, 50, 0.9)]))
+    rec.append(entry("p2", [det(0, 0, 50, 50, 0.9)], []))
+    return rec.path
+
+
+def test_shadow_report_names_an_unreadable_record(record, monkeypatch):
+    """PermissionError (root reads every file, so the refusal is injected at the read)."""
+    real = Path.read_bytes
+
+    def read_bytes(self):
+        if self == record:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self)
+
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    out = assert_refused(REPORT.main, ["scratch", "--record", str(record.parent)], "--record")
+    assert out.last_line == f"shadow-report: --record {record.parent}: cannot read it (Permission denied)"
+
+
+def test_shadow_report_skips_a_corrupt_line_saying_which(record):
+    """A line that is not JSON (a crash, an edit) is left out with a warning; the figures stand."""
+    good = record.read_bytes()
+    record.write_bytes(b"not json at all\n" + good + b'{"schema": "shadow-comp')  # and a torn last line
+    out = run_main(REPORT.main, ["scratch", "--record", str(record.parent), "--json"])
+    assert out.code == 0 and "Traceback" not in out.stderr
+    assert json.loads(out.stdout)["photos_compared"] == 2
+    assert out.last_line == (
+        f"shadow-report: --record {record.parent}: skipped 2 line(s) of comparisons.jsonl that are not JSON "
+        "(line 1, 4; a crash cuts the last line short): the figures leave them out"
+    )
+
+
+@pytest.mark.parametrize(
+    "line",
+    [b'{"schema": "shadow-comparison/1", "status": "compared"}', b'{"schema": "shadow-comparison/1", '
+     b'"status": "compared", "result_id": "p3", "shadow": "not an object"}'],
+    ids=["keys-missing", "wrong-shape"],
+)  # fmt: skip
+def test_shadow_report_refuses_a_record_that_is_not_one(record, line):
+    """JSON that is not a comparison is not a torn line: the report refuses rather than guess."""
+    record.write_bytes(record.read_bytes() + line + b"\n")
+    out = assert_refused(REPORT.main, ["scratch", "--record", str(record.parent)], "--record")
+    assert "not a shadow record" in out.last_line
+
+
+@PROPERTY
+@given(data=st.data())
+def test_shadow_report_property(files, data):
+    option, values = data.draw(
+        st.sampled_from(
+            [
+                ("app", bad_model_names),
+                ("--record", missing_path(files["tmp"])),
+                ("--shadow-sha256", st.text("0123456789abcdefABCDEF", max_size=70).filter(lambda s: len(s) != 64)),
+                ("--worst", st.one_of(st.integers(max_value=-1), st.integers(min_value=1001)).map(str)),
+                ("--worst", st.sampled_from(["nan", "1.5", "", "ten", "1e3"])),
+            ]
+        )
+    )
+    value = data.draw(values)
+    argv = ["--", value] if option == "app" else ["scratch", f"{option}={value}"]
+    assert_refused(REPORT.main, argv, option)
+
+
 # --- python -m models.training / .crossval / .evaluate ------------------------------------------
 
 DATA = ROOT / "tests/data/metal-tags"

@@ -26,6 +26,8 @@ def test_the_dashboard_is_one_grafana_dashboard_on_the_cos_datasource():
     names = {v["name"] for v in dashboard["templating"]["list"]}
     assert {"prometheusds", "juju_model", "juju_application"} <= names
     for panel in dashboard["panels"]:
+        if panel["type"] == "row":  # a heading: no query of its own
+            continue
         assert panel["datasource"]["uid"] == "${prometheusds}", panel["title"]
         assert panel["targets"], panel["title"]
         for target in panel["targets"]:
@@ -44,10 +46,26 @@ def test_panels_do_not_overlap():
 
 
 def test_the_dashboard_covers_latency_throughput_detections_and_errors():
-    exprs = " ".join(t["expr"] for p in json.loads(DASHBOARD.read_text())["panels"] for t in p["targets"])
+    exprs = " ".join(t["expr"] for p in json.loads(DASHBOARD.read_text())["panels"] for t in p.get("targets", []))
     for metric in ("defect_inference_seconds_bucket", "defect_images_total", "defect_detections_total",
                    "defect_errors_total"):  # fmt: skip
         assert metric in exprs
+
+
+def test_the_shadow_row_plots_the_watchers_figures_from_its_scrape_job():
+    """The watcher's series carry no Juju topology of their own: the queries select its job
+    (README, Observability: a static job ``defect-inspection``), as well as the dropdowns."""
+    panels = json.loads(DASHBOARD.read_text())["panels"]
+    (row,) = [p for p in panels if p["type"] == "row"]
+    shadow = [p for p in panels if p["gridPos"]["y"] > row["gridPos"]["y"]]
+    exprs = [t["expr"] for p in shadow for t in p["targets"]]
+    for metric in ("defect_shadow_agreement_ratio", "defect_shadow_agreement_ci95_low",
+                   "defect_shadow_agreement_ci95_high", "defect_shadow_disagreements_total",
+                   "defect_shadow_failures_total", "defect_shadow_dropped_total",
+                   "defect_shadow_request_seconds_bucket"):  # fmt: skip
+        assert any(metric in e for e in exprs), metric
+    assert all('job=~".*defect-inspection.*"' in e for e in exprs)
+    assert not any("defect_shadow" in t["expr"] for p in panels if p not in shadow for t in p.get("targets", []))
 
 
 def test_alert_rules_are_complete_and_scoped():
@@ -61,15 +79,23 @@ def test_alert_rules_are_complete_and_scoped():
 
 
 def test_scrape_jobs_one_target_per_running_pod():
+    def pod(name: str, deployment: str, sha: str, ip: str) -> dict:
+        labels = {"sha": sha, "seldon-deployment-id": deployment}
+        return {"metadata": {"name": name, "labels": labels}, "status": {"phase": "Running", "podIP": ip}}
+
     pods = [
-        {"metadata": {"name": "b", "labels": {"sha": "x"}}, "status": {"phase": "Running", "podIP": "10.0.0.2"}},
-        {"metadata": {"name": "a", "labels": {"sha": "y"}}, "status": {"phase": "Running", "podIP": "10.0.0.1"}},
+        pod("b", "scratch", "x", "10.0.0.2"),
+        pod("a", "scratch", "y", "10.0.0.1"),
         {"metadata": {"name": "c"}, "status": {"phase": "Pending"}},
+        pod("d", "scratch-canary", "z", "10.0.0.4"),
+        pod("e", "scratch-shadow", "z", "10.0.0.5"),
     ]
-    (model_job,) = observability.scrape_jobs(pods, "sha")
+    (model_job,) = observability.scrape_jobs(pods, "sha", "scratch")
     assert model_job["static_configs"] == [
-        {"targets": ["10.0.0.1:6000"], "labels": {"pod": "a", "model_sha256": "y"}},
-        {"targets": ["10.0.0.2:6000"], "labels": {"pod": "b", "model_sha256": "x"}},
+        {"targets": ["10.0.0.1:6000"], "labels": {"pod": "a", "model_sha256": "y", "role": "stable"}},
+        {"targets": ["10.0.0.2:6000"], "labels": {"pod": "b", "model_sha256": "x", "role": "stable"}},
+        {"targets": ["10.0.0.4:6000"], "labels": {"pod": "d", "model_sha256": "z", "role": "canary"}},
+        {"targets": ["10.0.0.5:6000"], "labels": {"pod": "e", "model_sha256": "z", "role": "shadow"}},
     ]
 
 

@@ -10,11 +10,10 @@ import json
 import subprocess
 import sys
 
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from support.cli_contract import ROOT, assert_refused, load_script
+from support.cli_contract import ROOT
 
 sys.path.insert(0, str(ROOT / "scripts"))
 
@@ -174,17 +173,4 @@ def test_the_report_of_an_empty_record_says_so(tmp_path):
     assert out.returncode == 1 and out.stderr.strip() == f"shadow-report: no photo compared yet in {tmp_path}"
 
 
-@pytest.mark.parametrize(
-    ("argv", "named"),
-    [
-        (["Scratch"], "app"),
-        (["scratch_2"], "app"),
-        (["scratch", "--record", "/nonexistent/shadow"], "--record"),
-        (["scratch", "--shadow-sha256", "abc"], "--shadow-sha256"),
-        (["scratch", "--shadow-sha256", "A" * 64], "--shadow-sha256"),
-        (["scratch", "--worst", "-1"], "--worst"),
-        (["scratch", "--worst", "many"], "--worst"),
-    ],
-)
-def test_the_report_refuses_bad_input(argv, named):
-    assert_refused(load_script(REPORT).main, argv, named)
+# Bad arguments and bad records: tests/unit/test_cli_bad_input.py (scripts/shadow-report).

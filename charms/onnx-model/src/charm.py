@@ -91,7 +91,7 @@ class OnnxModelCharm(ops.CharmBase):
                 self._apply(config, gw)
             pods = self._report(config, gw)
             if self.unit.is_leader():
-                self._publish_observability(pods)
+                self._publish_observability(pods, config.model_name or self.app.name)
         except TrustRequired:
             self.unit.status = ops.BlockedStatus(
                 f"cannot reach the Kubernetes API (403): run juju trust {self.app.name} --scope=cluster"
@@ -235,7 +235,7 @@ class OnnxModelCharm(ops.CharmBase):
         problem = first_problem(wanted, self.app.name, diagnosis["server_reasons"], diagnosis["room"])
         return with_shadow(stable, name, self.app.name, sha, sdep, pods, problem), pods
 
-    def _publish_observability(self, pods: list[dict]) -> None:
+    def _publish_observability(self, pods: list[dict], model_name: str) -> None:
         """Scrape jobs, alert rules and the dashboard into every COS relation (leader only).
 
         Juju only signals the other side when a value really changes, so rewriting the same
@@ -245,7 +245,7 @@ class OnnxModelCharm(ops.CharmBase):
         for relation in self.model.relations["metrics-endpoint"]:
             data = relation.data[self.app]
             data["scrape_metadata"] = json.dumps(topo)
-            data["scrape_jobs"] = json.dumps(observability.scrape_jobs(pods, SHA_LABEL))
+            data["scrape_jobs"] = json.dumps(observability.scrape_jobs(pods, SHA_LABEL, model_name))
             data["alert_rules"] = json.dumps(observability.alert_rules(topo))
         for relation in self.model.relations["grafana-dashboard"]:
             relation.data[self.app]["dashboards"] = json.dumps(observability.dashboards(self.meta.name))

@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from manifests import METRICS_PORT
+from manifests import METRICS_PORT, canary_name, shadow_name
 
 # render() declares the model container's metrics port; Seldon sets the wrapper's
 # PREDICTIVE_UNIT_METRICS_ENDPOINT to its executor-prometheus-path (seldon-core charm: /prometheus,
@@ -47,18 +47,32 @@ def scrapeable(pod: dict[str, Any]) -> bool:
     return status.get("phase") == "Running" and bool(status.get("podIP")) and not meta.get("deletionTimestamp")
 
 
-def scrape_jobs(pods: list[dict[str, Any]], sha_label: str) -> list[dict[str, Any]]:
-    """One job for the model servers, a static config per pod.
+def role(pod: dict[str, Any], model_name: str) -> str:
+    """``stable``, ``canary`` or ``shadow``: which of the application's SeldonDeployments runs the pod.
+
+    Read from the label Seldon puts on every pod (``seldon-deployment-id``), so a query can keep
+    the shadow's series out of the stable model's figures without knowing which sha256 is which
+    (``role="stable"``), and a panel can name the shadow's series as the shadow's.
+    """
+    deployment = (pod["metadata"].get("labels") or {}).get("seldon-deployment-id", "")
+    roles = {model_name: "stable", canary_name(model_name): "canary", shadow_name(model_name): "shadow"}
+    return roles.get(deployment, "")
+
+
+def scrape_jobs(pods: list[dict[str, Any]], sha_label: str, model_name: str) -> list[dict[str, Any]]:
+    """One job for the model servers, a static config per pod: the stable, canary and shadow pods alike.
 
     Each pod gets its own ``pod`` label: Prometheus drops targets whose labels are identical,
     and the consumer sets the same ``instance`` on every target that is not a Juju unit.
     ``model_sha256`` says which model that pod serves (the first 16 hex digits), so a rollout
-    shows up in Grafana as one version's series ending and the next one's starting.
+    shows up in Grafana as one version's series ending and the next one's starting; ``role``
+    says which deployment serves it (see role()), so the stable and shadow series can be told apart.
     """
     per_pod = []
     for pod in sorted(filter(scrapeable, pods), key=lambda p: p["metadata"]["name"]):
         sha = (pod["metadata"].get("labels") or {}).get(sha_label, "")
-        per_pod.append((pod["status"]["podIP"], {"pod": pod["metadata"]["name"], "model_sha256": sha}))
+        labels = {"pod": pod["metadata"]["name"], "model_sha256": sha, "role": role(pod, model_name)}
+        per_pod.append((pod["status"]["podIP"], labels))
     return [
         {
             "job_name": MODEL_JOB,
