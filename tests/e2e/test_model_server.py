@@ -549,3 +549,70 @@ def test_a_model_download_longer_than_the_pods_worker_timeout_ends_ready(tmp_pat
     finally:
         server.stop()
         httpd.shutdown()
+
+
+# --- two workers: each loads its own copy ----------------------------------------------
+
+
+def test_with_two_workers_every_request_after_ready_is_answered(tmp_path):
+    """The pod is Ready once the worker that answered the probe has loaded; its sibling may still be
+    fetching. Here the store hands out one copy at a time (the gRPC server loads one too, and which
+    process asks first is not ours to choose) until the server is Ready, and holds the rest until
+    the server has answered its first request: every request sent the moment the server is Ready
+    is answered with the model, none with a 503, so a roll to a 2-worker pod drops nothing (the
+    bench's 2-worker row found one 503 before the server waited for a worker's first load)."""
+    import http.server
+    import threading
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+    from conftest import shipped_variant
+    from support.server_process import ServerProcess
+
+    model, sha = shipped_variant("int8")
+    data = model.read_bytes()
+    served, handed = [], []
+    copies = threading.Semaphore(1)  # downloads the store may answer now
+    release = threading.Event()  # then all of them
+
+    class LateCopies(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            served.append(time.monotonic())
+            while not release.is_set() and not copies.acquire(timeout=0.1):
+                pass
+            handed.append(not release.is_set())
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), LateCopies)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{httpd.server_address[1]}/model-int8.onnx"
+    params = {"model_uri": url, "model_sha256": sha, "model_name": "scratch"}
+    server = ServerProcess(params, workers=2, log_path=tmp_path / "server.log")
+    server.start()
+    try:
+        server.wait_alive(timeout=60)
+        deadline = time.monotonic() + 120
+        while not server.readiness()[0]:  # one more copy whenever the last one did not make it Ready
+            assert time.monotonic() < deadline, server.log_tail()
+            try:
+                server.wait_ready(timeout=5)
+            except TimeoutError:
+                copies.release()
+        with ThreadPoolExecutor(4) as pool:
+            futures = [pool.submit(predict, server, {"binData": PHOTO.b64}) for _ in range(16)]
+            wait(futures, timeout=60, return_when=FIRST_COMPLETED)
+            late = len(served) > sum(handed)  # a download was still held: a worker was loading
+            release.set()
+            answers = [f.result(timeout=60) for f in futures]
+        assert late, "no worker was still loading when the requests came: nothing was tested"
+        assert [a.status_code for a in answers] == [200] * 16, [a.text[:200] for a in answers if a.status_code != 200]
+        assert {a.json()["jsonData"]["model"]["sha256"] for a in answers} == {sha}
+    finally:
+        release.set()
+        server.stop()
+        httpd.shutdown()

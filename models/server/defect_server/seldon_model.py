@@ -28,6 +28,7 @@ from .errors import BadInput, ModelRejected
 from .image_input import DecodedImage, Limits, decode_image_bytes, from_request, validate_array
 from .model_source import FetchLimits, fetch_verified
 
+FIRST_LOAD_WAIT_S = 10.0  # a request waits this long for its worker's first load (gunicorn kills at 30 s)
 log = logging.getLogger("defect_server")
 
 
@@ -65,6 +66,7 @@ class DefectModel:
         self.retry_seconds = float(retry_seconds)
         self._loader: threading.Thread | None = None
         self._load_lock = threading.Lock()
+        self._first_attempt = threading.Event()  # set once this worker's first load attempt ended
         self.model_error_handler = self._request_guard()
 
     # --- lifecycle -------------------------------------------------------------
@@ -94,6 +96,7 @@ class DefectModel:
         """
         while self.detector is None:
             retryable = self._load_once()
+            self._first_attempt.set()
             if not retryable:
                 return
             time.sleep(self.retry_seconds)
@@ -177,6 +180,12 @@ class DefectModel:
 
     def _answer(self, get_image) -> dict:
         """One request, end to end; errors become Seldon status answers with a 4xx/5xx code."""
+        if self.detector is None and self._loader is not None:
+            # Each gunicorn worker loads its own copy, and the pod is Ready once the worker that
+            # answered the probe has: a request reaching a worker still on its first load waits
+            # for it (seconds: the file was just verified by its sibling) instead of a 503 that
+            # a roll would count as dropped. Bounded well under gunicorn's 30 s worker timeout.
+            self._first_attempt.wait(FIRST_LOAD_WAIT_S)
         if self.detector is None:
             return _failure(503, "MODEL_NOT_READY", f"not ready: {self.not_ready_reason}")
         try:
