@@ -76,10 +76,15 @@ class Server:
                 body = json.dumps(
                     {"status": {"status": 1, "info": outer.info, "code": -1, "reason": "MODEL_NOT_READY"}}
                 )
-                self.send_response(503)
-                self.send_header("Content-Type", "application/json")
-                self.end_headers()
-                self.wfile.write(body.encode())
+                try:
+                    self.send_response(503)
+                    self.send_header("Content-Type", "application/json")
+                    self.end_headers()
+                    self.wfile.write(body.encode())
+                except (BrokenPipeError, ConnectionResetError):
+                    # The charm's probe gave up first (the slow-server tests); a traceback printed
+                    # from this thread would land in whichever test runs next.
+                    pass
 
             def log_message(self, *args):
                 pass
