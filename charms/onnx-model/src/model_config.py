@@ -220,10 +220,15 @@ class ModelConfig:
 
     def as_canary(self) -> ModelConfig:
         """The canary as a model of its own: same server settings, the canary's file, no canary."""
+        return self._serving_alone(self.canary_model_uri, self.canary_model_sha256)
+
+    def _serving_alone(self, uri: str, sha256: str) -> ModelConfig:
+        """This config serving another file, with no canary or shadow of its own: model-name,
+        thresholds, resources and the image carry over, so the answers differ only by the file."""
         return dataclasses.replace(
             self,
-            model_uri=self.canary_model_uri,
-            model_sha256=self.canary_model_sha256,
+            model_uri=uri,
+            model_sha256=sha256.strip(),
             model_version="",
             canary_model_uri="",
             canary_model_sha256="",
@@ -240,20 +245,10 @@ class ModelConfig:
     def as_shadow(self) -> ModelConfig:
         """The shadow as a model of its own: the stable model's server settings, the shadow's file.
 
-        Like as_canary(): model-name, thresholds, resources and the image carry over, so the two
-        answers differ only by the model file, which is what the comparison is about.
+        Like as_canary(): the two answers differ only by the model file, which is what the
+        comparison is about.
         """
-        return dataclasses.replace(
-            self,
-            model_uri=self.shadow_model_uri,
-            model_sha256=self.shadow_model_sha256.strip(),
-            model_version="",
-            canary_model_uri="",
-            canary_model_sha256="",
-            canary_weight=None,
-            shadow_model_uri="",
-            shadow_model_sha256="",
-        )
+        return self._serving_alone(self.shadow_model_uri, self.shadow_model_sha256)
 
 
 def _check_uri_and_sha(uri_option: str, uri: str, sha_option: str, sha: str) -> None:
