@@ -46,10 +46,10 @@ from .shadow_record import (
     OK_TO_DEFECT,
     SCHEMA,
     Record,
+    Summary,
     flip,
     read,
     summarize,
-    wilson,
 )
 
 PENDING = "pending"
@@ -141,32 +141,25 @@ class Totals:
     """Running agreement of the current stable/shadow pair, started from the record (restarts keep it)."""
 
     def __init__(self, entries: list[dict]) -> None:
-        s = summarize(entries, worst=0)
-        self.pair = (s.stable_sha256, s.shadow_sha256)
-        self.compared, self.agreements, self.flips = s.compared, s.agreements, dict(s.flips)
+        self.current = summarize(entries, worst=0)
 
     def add(self, entry: dict) -> None:
         pair = (entry["stable"]["sha256"], entry["shadow"]["sha256"])
-        if pair != self.pair:  # a roll or a new shadow: the figures start again for the new pair
-            self.pair, self.compared, self.agreements = pair, 0, 0
-            self.flips = {DEFECT_TO_OK: 0, OK_TO_DEFECT: 0}
-        self.compared += 1
-        which = flip(entry)
-        if which is None:
-            self.agreements += 1
-        else:
-            self.flips[which] += 1
+        if pair != (self.current.stable_sha256, self.current.shadow_sha256):
+            self.current = Summary(*pair)  # a roll or a new shadow: the figures start again for the new pair
+        self.current.count(entry)
 
     def as_json(self) -> dict:
-        low, high = wilson(self.agreements, self.compared)
+        c = self.current
+        low, high = c.interval
         return {
-            "stable_sha256": self.pair[0],
-            "shadow_sha256": self.pair[1],
-            "photos_compared": self.compared,
-            "agreements": self.agreements,
-            "agreement": round(self.agreements / self.compared, 4) if self.compared else None,
+            "stable_sha256": c.stable_sha256,
+            "shadow_sha256": c.shadow_sha256,
+            "photos_compared": c.compared,
+            "agreements": c.agreements,
+            "agreement": round(c.agreement, 4) if c.agreement is not None else None,
             "agreement_ci95": [round(low, 4), round(high, 4)],
-            "flips": dict(self.flips),
+            "flips": dict(c.flips),
         }
 
 
@@ -418,10 +411,10 @@ class Shadow:
         self._set_gauges()
 
     def _set_gauges(self) -> None:
-        t = self.totals
-        low, high = wilson(t.agreements, t.compared)
-        if t.compared:
-            self.metrics.agreement.set(t.agreements / t.compared)
+        c = self.totals.current
+        low, high = c.interval
+        if c.agreement is not None:
+            self.metrics.agreement.set(c.agreement)
         self.metrics.ci_low.set(low)
         self.metrics.ci_high.set(high)
 

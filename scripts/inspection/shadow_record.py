@@ -176,6 +176,15 @@ class Summary:
     def agreement(self) -> float | None:
         return self.agreements / self.compared if self.compared else None
 
+    def count(self, entry: dict) -> None:
+        """One more photo both models answered: agreed, or flipped one way."""
+        self.compared += 1
+        which = flip(entry)
+        if which is None:
+            self.agreements += 1
+        else:
+            self.flips[which] += 1
+
     @property
     def interval(self) -> tuple[float, float]:
         return wilson(self.agreements, self.compared)
@@ -233,12 +242,7 @@ def summarize(entries: Iterable[dict], shadow_sha256: str | None = None, worst: 
     by_class: dict[str, dict[str, int]] = {}
     by_size: dict[str, dict[str, int]] = {}
     for e in ours:
-        s.compared += 1
-        which = flip(e)
-        if which is None:
-            s.agreements += 1
-        else:
-            s.flips[which] += 1
+        s.count(e)
         for where in ("stable_only", "shadow_only"):
             for d in e[where]:
                 _count(by_class, str(d["label"]), where)

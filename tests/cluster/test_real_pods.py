@@ -72,6 +72,11 @@ def wait_serving(plane, namespace: str, sha: str, timeout: float = 300) -> clien
     return wait_for(only_new, timeout, f"a Ready pod serving {sha[:7]}", interval=0.5, check=plane.check)
 
 
+def wait_pod_ready(plane, namespace: str, sdep: str, what: str) -> None:
+    """Until a pod of SeldonDeployment ``sdep`` is Ready (its server verified and loaded the file)."""
+    wait_for(lambda: [p for p in pods(plane, namespace, sdep) if ready(p)], 180, what, check=plane.check)
+
+
 def predict(gateway: ClusterGateway, model: str = APP) -> requests.Response:
     return requests.post(
         f"{gateway.url}/model/{model}/api/v0.1/predictions",
@@ -234,12 +239,7 @@ def start_canary(charm, control_plane, gateway, stable: dict, canary_options: di
         "canary-weight": weight,
     }
     charm.run("config_changed", APP, canary)
-    wait_for(
-        lambda: [p for p in pods(control_plane, charm.namespace, f"{APP}-canary") if ready(p)],
-        180,
-        "the canary's pod Ready",
-        check=control_plane.check,
-    )
+    wait_pod_ready(control_plane, charm.namespace, f"{APP}-canary", "the canary's pod Ready")
     status = wait_for(
         lambda: (st := charm.run("update_status", APP, canary).unit_status).message.endswith(f"at {weight}%") and st,
         60,
@@ -335,12 +335,7 @@ def test_a_shadow_answers_on_its_own_path_and_a_refused_one_leaves_the_line_alon
     with SteadyClient(lambda: predict(gateway)) as steady:
         charm.run("config_changed", APP, shadowed)
         gateway.sync(charm.namespace)
-        wait_for(
-            lambda: [p for p in pods(control_plane, charm.namespace, f"{APP}-shadow") if ready(p)],
-            180,
-            "the shadow's pod Ready",
-            check=control_plane.check,
-        )
+        wait_pod_ready(control_plane, charm.namespace, f"{APP}-shadow", "the shadow's pod Ready")
         status = wait_for(
             lambda: (st := charm.run("update_status", APP, shadowed).unit_status).name == "active" and st,
             60,
