@@ -23,6 +23,7 @@ import json
 import os
 import platform
 import shlex
+import shutil
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -33,32 +34,33 @@ from cli_values import non_negative_int  # scripts/, on the path via models/trai
 from .crossval import SERVED_IOU, recipe_key
 from .dataset import DatasetError, load_coco, write_yolo_dataset
 from .evaluate import SERVED, bare_latency_ms, load_detector
+from .quantize import RECIPE as INT8_RECIPE
 from .quantize import quantize
 from .train import TrainSettings, add_recipe_options, export_onnx, folder_problem, input_hw, recipe_from, train
 
 DEFAULT_CONFIDENCE = SERVED[0]  # without a cross-validation to choose one: what the site serves now
-INT8_RECIPE = (
-    "static QDQ, U8S8, per-channel weights, MinMax calibration on 100 training photos; "
-    "detection head decoding kept in float"
-)
 
 
 class CardError(ValueError):
     """A --cv summary that does not describe the model being trained."""
 
 
+REUSE_OPTIONS = ("--weights", "--fp32", "--work")
+
+
 def reproducing_command(argv: list[str]) -> str:
-    """The command that reproduces these files: --weights (reuse a finished run of the same
-    settings) and --work (scratch space) do not change the result, so they are left out."""
+    """The command that reproduces these files: --weights and --fp32 (reuse a finished run or
+    export of the same settings) and --work (scratch space) do not change the result, so they
+    are left out."""
     kept, skip = [], False
     for arg in argv:
         if skip:
             skip = False
             continue
-        if arg in ("--weights", "--work"):
+        if arg in REUSE_OPTIONS:
             skip = True
             continue
-        if arg.startswith(("--weights=", "--work=")):
+        if arg.startswith(tuple(f"{o}=" for o in REUSE_OPTIONS)):
             continue
         kept.append(arg)
     return "python -m models.training " + " ".join(shlex.quote(a) for a in kept)
@@ -134,14 +136,23 @@ def main(argv: list[str] | None = None) -> int:
     add_recipe_options(p)
     p.add_argument("--limit", type=non_negative_int, default=0, help="use only this many photos (smoke test)")
     p.add_argument("--weights", type=Path, help="skip training: export these weights (a finished run of this recipe)")
+    p.add_argument(
+        "--fp32",
+        type=Path,
+        help="skip training and export: quantise this fp32 ONNX export of this recipe (e.g. the shipped one, "
+        "to apply a new int8 recipe) and write the card",
+    )
     args = p.parse_args(argv)
 
     settings = recipe_from(args)
     try:
         folder_problem(args.out, "--out")
         folder_problem(args.work, "--work")
-        if args.weights is not None and not args.weights.is_file():
-            raise DatasetError(f"--weights {args.weights}: no such file")
+        for option, given in (("--weights", args.weights), ("--fp32", args.fp32)):
+            if given is not None and not given.is_file():
+                raise DatasetError(f"{option} {given}: no such file")
+        if args.weights is not None and args.fp32 is not None:
+            raise DatasetError("--weights and --fp32: give one (--fp32 is already exported from weights)")
         samples, names = load_coco(args.data)
         if args.limit:
             samples = samples[: args.limit]
@@ -150,14 +161,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
-    # ultralytics validates once after the last epoch (its log only): a few training photos.
-    data_yaml = write_yolo_dataset(samples, samples[:8], names, args.work / "dataset")
-    weights = args.weights or train(data_yaml, args.work, settings, checkpoint="last", validate=False, resume=True)
-
     hw = input_hw(args.imgsz, samples[0].width, samples[0].height)
     args.out.mkdir(parents=True, exist_ok=True)
-    fp32 = export_onnx(weights, args.out / "model-fp32.onnx", hw)
-    int8 = quantize(fp32, args.out / "model-int8.onnx", [s.path for s in samples[:100]], args.work / "quant")
+    fp32 = args.out / "model-fp32.onnx"
+    if args.fp32 is not None:
+        if args.fp32.resolve() != fp32.resolve():
+            shutil.copyfile(args.fp32, fp32)
+    else:
+        # ultralytics validates once after the last epoch (its log only): a few training photos.
+        data_yaml = write_yolo_dataset(samples, samples[:8], names, args.work / "dataset")
+        weights = args.weights or train(data_yaml, args.work, settings, checkpoint="last", validate=False, resume=True)
+        export_onnx(weights, fp32, hw)
+    int8 = quantize(fp32, args.out / "model-int8.onnx", [s.path for s in samples], args.work / "quant")
 
     variants = []
     for name, path, how in (("fp32", fp32, "none"), ("int8", int8, INT8_RECIPE)):

@@ -8,7 +8,8 @@ weights (nothing about a fold's model is chosen on its own photos), export to ON
 quantise to int8 as the shipped pipeline does, and record every detection on the held-out
 photos through defect_server's decode. A fold already done is not retrained, and a fold cut
 off part-way resumes from its last epoch, so a long run can span sessions: run the same
-command again.
+command again. A fold done under another int8 recipe (models/training/quantize.py) is
+quantised and scored again from its own fp32 export, without retraining.
 
 The summary: per fold and mean +- spread (sample standard deviation over folds) of mAP@0.5
 over all detections and P/R/F1 at the shipped threshold; the threshold a recipe should ship
@@ -82,12 +83,29 @@ def started_under_another_recipe(fold_dir: Path, key: str) -> str | None:
     return None
 
 
+def predictions_of(model: Path, test_set: list[Sample]) -> dict:
+    """One variant's detections on the held-out photos: at the served NMS, and at mAP's."""
+    from .evaluate import load_detector, offline_predictions
+
+    det = load_detector(model)
+    return {
+        "served_nms": _as_json(offline_predictions(det, test_set, MAP_THRESHOLDS[0], SERVED_IOU)),
+        "map_nms": _as_json(offline_predictions(det, test_set, *MAP_THRESHOLDS)),
+    }
+
+
+def quantize_fold(train_set: list[Sample], work: Path) -> Path:
+    """The fold's int8 model, quantised from its fp32 export as the shipped one is (calibrated on training photos)."""
+    from .quantize import quantize
+
+    return quantize(work / "model-fp32.onnx", work / "model-int8.onnx", [s.path for s in train_set], work / "quant")
+
+
 def run_fold(
     index: int, train_set: list[Sample], test_set: list[Sample], names: list[str], settings, work: Path, key: str
 ) -> dict:
     """Train, export, quantise and predict one fold; the result is written to ``work/result.json``."""
-    from .evaluate import load_detector, offline_predictions
-    from .quantize import quantize
+    from .quantize import RECIPE
     from .train import export_onnx, input_hw, train
 
     started = time.monotonic()
@@ -98,23 +116,33 @@ def run_fold(
     trained = time.monotonic()
     hw = input_hw(settings.imgsz, train_set[0].width, train_set[0].height)
     fp32 = export_onnx(weights, work / "model-fp32.onnx", hw)
-    int8 = quantize(fp32, work / "model-int8.onnx", [s.path for s in train_set[:100]], work / "quant")
-    predictions = {}
-    for name, path in zip(VARIANTS, (fp32, int8), strict=True):
-        det = load_detector(path)
-        predictions[name] = {
-            "served_nms": _as_json(offline_predictions(det, test_set, MAP_THRESHOLDS[0], SERVED_IOU)),
-            "map_nms": _as_json(offline_predictions(det, test_set, *MAP_THRESHOLDS)),
-        }
+    int8 = quantize_fold(train_set, work)
     result = {
         "fold": index,
         "key": key,
         "settings": asdict(settings),
+        "quantization": RECIPE,
         "train_images": len(train_set),
         "test_images": [s.path.name for s in test_set],
         "train_seconds": round(trained - started, 1),
-        "predictions": predictions,
+        "predictions": {
+            name: predictions_of(path, test_set) for name, path in zip(VARIANTS, (fp32, int8), strict=True)
+        },
     }
+    (work / RESULT).write_text(json.dumps(result) + "\n")
+    return result
+
+
+def requantize_fold(result: dict, train_set: list[Sample], test_set: list[Sample], work: Path) -> dict:
+    """A fold done under another int8 recipe: quantised again from its own fp32 export, not retrained.
+
+    The quantisation is applied after training, so a changed recipe (7-bit weights, since the
+    8-bit ones saturated on CPUs without VNNI) needs only the int8 model made and scored again.
+    """
+    from .quantize import RECIPE
+
+    result = {**result, "quantization": RECIPE}
+    result["predictions"] = {**result["predictions"], "int8": predictions_of(quantize_fold(train_set, work), test_set)}
     (work / RESULT).write_text(json.dumps(result) + "\n")
     return result
 
@@ -296,6 +324,12 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"error: {done} is from another recipe or split; use another --work", file=sys.stderr)
                 return 2
             print(f"fold {i}: done before, not retrained", file=sys.stderr)
+            from .quantize import RECIPE
+
+            if result.get("quantization") != RECIPE:
+                print(f"fold {i}: quantised by another int8 recipe: quantising its fp32 model again", file=sys.stderr)
+                train_set = [s for j, f in enumerate(folds) if j != i for s in f]
+                result = requantize_fold(result, train_set, test_set, fold_dir)
         elif args.only and i not in args.only:
             continue
         else:

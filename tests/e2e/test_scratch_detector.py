@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,12 +14,6 @@ PHOTOS = photos()
 WITH_SCRATCHES = [p for p in PHOTOS if p.boxes]
 CLEAN = [p for p in PHOTOS if not p.boxes]
 THRESHOLD = shipped_threshold()
-# The int8 model is QDQ with uint8 activations and int8 weights (models/training/quantize.py). On an
-# x86 CPU without VNNI (AVX2 only: this machine's AMD EPYC, and the t2.medium reference box's
-# Haswell/Broadwell Xeons) the u8*s8 products saturate their 16-bit intermediates (VPMADDUBSW;
-# OpenVINO documents the same "saturation issue", the workaround being 7-bit weights, which
-# onnxruntime's quantizer calls reduce_range): here it finds "scratches" on clean photos.
-VNNI = bool({"avx512_vnni", "avx_vnni"} & set(Path("/proc/cpuinfo").read_text().split()))
 
 
 def iou(a, b) -> float:
@@ -67,11 +60,8 @@ def test_scratches_on_real_photos_are_found_where_they_are(server):
     assert found / total >= 0.6, f"only {found} of {total} labelled scratches found"
 
 
-def test_a_photo_without_scratches_finds_none(server, request):
-    if request.node.callspec.params["server"] == "int8" and not VNNI:
-        request.applymarker(
-            pytest.mark.xfail(reason="int8 (u8s8) saturates on CPUs without VNNI: README, overlays/int8.yaml")
-        )
+def test_a_photo_without_scratches_finds_none(server):
+    """Both variants, on any x86 CPU: int8's 7-bit weights cannot saturate without VNNI (quantize.py)."""
     for photo in CLEAN:
         assert detect(server, photo) == []
 

@@ -475,7 +475,7 @@ def bootstrap_table(f: dict[str, Path]) -> list[tuple[list[str], str]]:
         (["--overlay", str(f["folder"])], "--overlay"),
         (["--overlay", str(f["yaml_list"])], "--overlay"),
         (["--overlay", str(f["binary"])], "--overlay"),
-        (["--overlay", str(ROOT / "overlays/int8.yaml"), "--overlay", str(f["text"])], "--overlay"),
+        (["--overlay", str(ROOT / "overlays/fp32.yaml"), "--overlay", str(f["text"])], "--overlay"),
         (["--airgapped", str(f["tmp"] / "nosuch")], "--airgapped"),
         (["--airgapped", str(f["empty_folder"])], "--airgapped"),
         (["--server-image-archive", str(f["tmp"] / "nosuch.tar")], "--server-image-archive"),
@@ -710,13 +710,14 @@ DATA = ROOT / "tests/data/metal-tags"
 @pytest.fixture
 def training(monkeypatch):
     from models.training import __main__ as shipped
-    from models.training import crossval, evaluate
+    from models.training import crossval, evaluate, int8_recipes
 
     for module, name in ((shipped, "train"), (shipped, "export_onnx"), (crossval, "run_fold")):
         monkeypatch.setattr(module, name, _never)
     monkeypatch.setattr(evaluate, "endpoint_predictions", _never)
     monkeypatch.setattr(evaluate, "load_detector", _never)
-    return {"train": shipped.main, "crossval": crossval.main, "evaluate": evaluate.main}
+    monkeypatch.setattr(int8_recipes, "quantise", _never)
+    return {"train": shipped.main, "crossval": crossval.main, "evaluate": evaluate.main, "int8": int8_recipes.main}
 
 
 def training_table(f: dict[str, Path]) -> list[tuple[str, list[str], str]]:
@@ -741,6 +742,8 @@ def training_table(f: dict[str, Path]) -> list[tuple[str, list[str], str]]:
         ("train", ["--data", str(DATA), *out, "--cv", str(f["text"])], "--cv"),
         ("train", ["--data", str(DATA), *out, "--cv", str(cv_list)], "--cv"),
         ("train", ["--data", str(DATA), *out, "--weights", str(f["tmp"] / "nosuch.pt")], "--weights"),
+        ("train", ["--data", str(DATA), *out, "--fp32", str(f["tmp"] / "nosuch.onnx")], "--fp32"),
+        ("train", ["--data", str(DATA), *out, "--fp32", str(f["photo"]), "--weights", str(f["photo"])], "--fp32"),
         ("train", ["--data", str(DATA), "--out", str(f["photo"])], "--out"),
         ("train", ["--data", str(DATA)], "--out"),
         ("crossval", ["--data", str(DATA), "--folds", "0"], "--folds"),
@@ -761,6 +764,9 @@ def training_table(f: dict[str, Path]) -> list[tuple[str, list[str], str]]:
         ("evaluate", ["--data", str(DATA), "--model", "m.onnx", "--iou", "0"], "--iou"),
         ("evaluate", ["--data", str(DATA), "--model", str(f["tmp"] / "nosuch.onnx")], "--model"),
         ("evaluate", ["--data", str(f["tmp"] / "nosuch"), "--url", url], "--data"),
+        ("int8", ["--data", str(DATA), "--fp32", str(f["tmp"] / "nosuch.onnx")], "--fp32"),
+        ("int8", ["--data", str(f["tmp"] / "nosuch"), "--fp32", str(f["photo"])], "--data"),
+        ("int8", ["--data", str(DATA)], "--fp32"),
     ]
 
 
@@ -768,7 +774,7 @@ def test_training_commands_refuse(training, files):
     table = training_table(files)
     for command, argv, named in table:
         assert_refused(training[command], argv, named)
-    assert len(table) == 36
+    assert len(table) == 41
 
 
 @PROPERTY

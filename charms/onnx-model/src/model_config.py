@@ -14,7 +14,7 @@ from urllib.parse import urlparse
 
 # The scratch detector that the server image carries; see models/scratch-detector/model.yaml.
 DEFAULT_MODEL_URI = "file:///opt/models/scratch-detector/model-int8.onnx"
-DEFAULT_MODEL_SHA256 = "de7eab81d2ffb2e0b844cbc316d0c308beaa09a8811d18935561ea4b1a97dbde"
+DEFAULT_MODEL_SHA256 = "9469907d0d10b6f0633e8f3c4677989f83eb337914703cc5649fade25fcd2e17"
 DEFAULT_SERVER_IMAGE = "localhost/defect-server:0.2.0"
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")  # RFC 1123 label: namespaces, object names
