@@ -1,6 +1,6 @@
 """Real pods: the server image under a kubelet, behind Envoy -> Service -> pod, rolled by the charm.
 
-The model is the bundle's own (the fp32 scratch detector inside the image), deployed by the charm
+The model is the bundle's own (the int8 scratch detector inside the image), deployed by the charm
 against the real API server; Seldon's operator makes the Deployment, the kubelet runs its pod from
 the imported image, kube-proxy routes the Service, and the gateway (support/cluster_gateway.py) is
 configured from the VirtualService read back from the API server.
@@ -31,15 +31,15 @@ APP = "scratch"
 PHOTO = ROOT / "tests/data/metal-tags/images/image-2020-04-22-10-51-51-85-cropped-right-bottom.jpg"
 BODY = json.dumps({"binData": base64.b64encode(PHOTO.read_bytes()).decode()})
 RESULTS = ROOT / "build" / "cluster-measurements.json"
-INT8 = {
-    "model-uri": "file:///opt/models/scratch-detector/model-int8.onnx",
-    "model-sha256": "de7eab81d2ffb2e0b844cbc316d0c308beaa09a8811d18935561ea4b1a97dbde",
-}
 
 
-def bundle_options() -> dict:
-    (app,) = [a for a in site_bundle.load(ROOT / "bundle.yaml", []) if a.name == APP]
+def bundle_options(*overlays: str) -> dict:
+    (app,) = [a for a in site_bundle.load(ROOT / "bundle.yaml", [ROOT / o for o in overlays]) if a.name == APP]
     return dict(app.options)
+
+
+# the other model a roll goes to: the fp32 variant, as its overlay names it
+FP32 = {k: bundle_options("overlays/fp32.yaml")[k] for k in ("model-uri", "model-sha256")}
 
 
 def record(key: str, value) -> None:
@@ -170,12 +170,12 @@ def test_a_new_model_rolls_out_under_load_with_no_failed_request(site, control_p
     old = wait_serving(control_plane, charm.namespace, options["model-sha256"])
     with PodEvents(control_plane, charm.namespace) as events, SteadyClient(lambda: predict(gateway)) as steady:
         started = time.monotonic()
-        charm.run("config_changed", APP, {**options, **INT8})
-        new = wait_serving(control_plane, charm.namespace, INT8["model-sha256"])
-        steady.wait_for_run(INT8["model-sha256"], 20, timeout=120)
+        charm.run("config_changed", APP, {**options, **FP32})
+        new = wait_serving(control_plane, charm.namespace, FP32["model-sha256"])
+        steady.wait_for_run(FP32["model-sha256"], 20, timeout=120)
         rolled_s = time.monotonic() - started
     assert steady.failures == [], steady.failures[:5]
-    assert set(steady.shas) == {options["model-sha256"], INT8["model-sha256"]}
+    assert set(steady.shas) == {options["model-sha256"], FP32["model-sha256"]}
     new_ready = events.first(new.metadata.name, ready_=True)
     old_leaving = events.first(old.metadata.name, deleting=True)
     assert new_ready is not None and old_leaving is not None, events.events
@@ -183,18 +183,18 @@ def test_a_new_model_rolls_out_under_load_with_no_failed_request(site, control_p
     record("rollout_config_to_new_answers_s", round(rolled_s, 1))
     record("rollout_requests_during", len(steady.shas))
     # The charm applies the same route; the gateway needs no change for a roll.
-    out = charm.run("update_status", APP, {**options, **INT8})
-    assert out.unit_status.message == f"serving /model/{APP}/ sha {INT8['model-sha256'][:7]}"
+    out = charm.run("update_status", APP, {**options, **FP32})
+    assert out.unit_status.message == f"serving /model/{APP}/ sha {FP32['model-sha256'][:7]}"
 
 
 def test_a_tampered_model_never_becomes_ready_and_the_old_one_keeps_answering(site, control_plane):
     charm, gateway = site
-    options = {**bundle_options(), **INT8}
-    wait_serving(control_plane, charm.namespace, INT8["model-sha256"])
+    options = {**bundle_options(), **FP32}
+    wait_serving(control_plane, charm.namespace, FP32["model-sha256"])
     tampered = {
         **options,
-        "model-uri": "file:///opt/models/scratch-detector/model-fp32.onnx",
-    }  # int8's sha, fp32's file
+        "model-uri": "file:///opt/models/scratch-detector/model-int8.onnx",
+    }  # a real model file under a sha that is not its own
     tampered["model-sha256"] = "0" * 64
     with SteadyClient(lambda: predict(gateway)) as steady:
         charm.run("config_changed", APP, tampered)
@@ -210,13 +210,13 @@ def test_a_tampered_model_never_becomes_ready_and_the_old_one_keeps_answering(si
         )
         steady.wait_for_answers(len(steady.shas) + 20, timeout=60)  # while the tampered pod exists
     assert steady.failures == [], steady.failures[:5]
-    assert set(steady.shas) == {INT8["model-sha256"]}, "only the verified model answered"
+    assert set(steady.shas) == {FP32["model-sha256"]}, "only the verified model answered"
     assert not any(
         ready(p) for p in pods(control_plane, charm.namespace) if p.metadata.labels.get(SHA_LABEL) == "0" * 16
     )
     print(f"status quoting the server: {status.message}")
     charm.run("config_changed", APP, options)
-    wait_serving(control_plane, charm.namespace, INT8["model-sha256"])
+    wait_serving(control_plane, charm.namespace, FP32["model-sha256"])
 
 
 def share(gateway, sha: str, n: int = 200) -> int:
@@ -266,14 +266,14 @@ def remove_canary(charm, control_plane, gateway, canary: dict) -> dict:
 def test_a_canary_at_30_percent_answers_within_binomial_bounds_and_abort_drops_nothing(site, control_plane):
     """The long-lived gateway follows each route change in place (RDS), as Istio's gateway does."""
     charm, gateway = site
-    stable = {**bundle_options(), **INT8}
-    wait_serving(control_plane, charm.namespace, INT8["model-sha256"])
-    fp32 = bundle_options()
-    canary = start_canary(charm, control_plane, gateway, stable, fp32, 30)
+    stable = {**bundle_options(), **FP32}
+    wait_serving(control_plane, charm.namespace, FP32["model-sha256"])
+    int8 = bundle_options()
+    canary = start_canary(charm, control_plane, gateway, stable, int8, 30)
     with SteadyClient(lambda: predict(gateway)) as steady:
         n = 200
         steady.wait_for_answers(n, timeout=300)
-        count = steady.shas[:n].count(fp32["model-sha256"])
+        count = steady.shas[:n].count(int8["model-sha256"])
         remove_canary(charm, control_plane, gateway, canary)
         after_removal = len(steady.shas)
         steady.wait_for_answers(after_removal + 30, timeout=60)
@@ -281,7 +281,7 @@ def test_a_canary_at_30_percent_answers_within_binomial_bounds_and_abort_drops_n
     assert within_binomial(count, n, 0.30), f"{count}/{n} answers from the canary at 30%"
     assert steady.failures == [], steady.failures[:5]
     # once the canary's pods are gone, only the stable model answers
-    assert set(steady.shas[after_removal:]) == {INT8["model-sha256"]}
+    assert set(steady.shas[after_removal:]) == {FP32["model-sha256"]}
     record("canary_abort_requests_during", after_removal - n)
 
 
@@ -289,27 +289,27 @@ def test_promoting_a_canary_under_load_drops_nothing(site, control_plane):
     """What ``roll-model --promote`` asks of the charm: the stable model rolls to the canary's
     (the canary keeps its share meanwhile), then the canary is removed as an abort removes it."""
     charm, gateway = site
-    stable = {**bundle_options(), **INT8}
-    wait_serving(control_plane, charm.namespace, INT8["model-sha256"])
-    fp32 = bundle_options()
-    canary = start_canary(charm, control_plane, gateway, stable, fp32, 30)
+    stable = {**bundle_options(), **FP32}
+    wait_serving(control_plane, charm.namespace, FP32["model-sha256"])
+    int8 = bundle_options()
+    canary = start_canary(charm, control_plane, gateway, stable, int8, 30)
     with SteadyClient(lambda: predict(gateway)) as steady:
         steady.wait_for_answers(20, timeout=120)
-        rolled = {**canary, "model-uri": fp32["model-uri"], "model-sha256": fp32["model-sha256"]}
+        rolled = {**canary, "model-uri": int8["model-uri"], "model-sha256": int8["model-sha256"]}
         charm.run("config_changed", APP, rolled)
-        wait_serving(control_plane, charm.namespace, fp32["model-sha256"])
+        wait_serving(control_plane, charm.namespace, int8["model-sha256"])
         gateway.sync(charm.namespace)
         remove_canary(charm, control_plane, gateway, rolled)
-        steady.wait_for_run(fp32["model-sha256"], 30, timeout=60)
+        steady.wait_for_run(int8["model-sha256"], 30, timeout=60)
     assert steady.failures == [], steady.failures[:5]
     # A terminating pod leaves the Service's endpoints a moment after it is told to go (kube-proxy
     # syncs its rules), so an answer or two from the old model may follow the new pod's Ready; once
     # the promoted model has answered 20 times in a row, the old one never answers again.
     shas = steady.shas
-    settled = next(i for i in range(len(shas)) if shas[i : i + 20] == [fp32["model-sha256"]] * 20)
-    assert INT8["model-sha256"] not in shas[settled:], "the old model answered again after the promotion"
+    settled = next(i for i in range(len(shas)) if shas[i : i + 20] == [int8["model-sha256"]] * 20)
+    assert FP32["model-sha256"] not in shas[settled:], "the old model answered again after the promotion"
     out = charm.run("update_status", APP, {k: v for k, v in rolled.items() if not k.startswith("canary-")})
-    assert out.unit_status.message == f"serving /model/{APP}/ sha {fp32['model-sha256'][:7]}"
+    assert out.unit_status.message == f"serving /model/{APP}/ sha {int8['model-sha256'][:7]}"
     record("canary_promote_requests_during", len(steady.shas))
 
 
@@ -328,9 +328,9 @@ def test_a_shadow_answers_on_its_own_path_and_a_refused_one_leaves_the_line_alon
     tampered shadow is quoted as refused and never answers (the shadow before it does, until the
     options change again); unset, its pods go. All under load."""
     charm, gateway = site
-    stable = bundle_options()  # what the promotion above left serving (fp32)
+    stable = bundle_options()  # what the promotion above left serving (int8)
     wait_serving(control_plane, charm.namespace, stable["model-sha256"])
-    shadowed = {**stable, "shadow-model-uri": INT8["model-uri"], "shadow-model-sha256": INT8["model-sha256"]}
+    shadowed = {**stable, "shadow-model-uri": FP32["model-uri"], "shadow-model-sha256": FP32["model-sha256"]}
     tampered = {**shadowed, "shadow-model-sha256": "0" * 64}
     with SteadyClient(lambda: predict(gateway)) as steady:
         charm.run("config_changed", APP, shadowed)
@@ -342,11 +342,11 @@ def test_a_shadow_answers_on_its_own_path_and_a_refused_one_leaves_the_line_alon
             "the charm to report the shadow ready",
         )
         print(f"shadow status: {status.message}")
-        assert f"shadow {INT8['model-sha256'][:7]} ready at /model/{APP}/shadow/" in status.message
+        assert f"shadow {FP32['model-sha256'][:7]} ready at /model/{APP}/shadow/" in status.message
         gateway.sync(charm.namespace)
         answer = shadow_call(gateway)
         assert answer.status_code == 200, answer.text[:300]
-        assert answer.json()["jsonData"]["model"]["sha256"] == INT8["model-sha256"]
+        assert answer.json()["jsonData"]["model"]["sha256"] == FP32["model-sha256"]
 
         charm.run("config_changed", APP, tampered)
 
@@ -362,7 +362,7 @@ def test_a_shadow_answers_on_its_own_path_and_a_refused_one_leaves_the_line_alon
         # is never Ready, so the verified shadow before it keeps answering; never the refused file.
         answers = [shadow_call(gateway) for _ in range(5)]
         assert [(a.status_code, a.json()["jsonData"]["model"]["sha256"]) for a in answers] == [
-            (200, INT8["model-sha256"])
+            (200, FP32["model-sha256"])
         ] * 5
 
         charm.run("config_changed", APP, stable)
@@ -379,7 +379,7 @@ def test_the_scrape_targets_are_the_real_pods_and_each_answers(site, control_pla
     from ops import testing
 
     charm, _ = site
-    options = bundle_options()  # what the promotion above left serving (fp32)
+    options = bundle_options()  # what the promotion above left serving (int8)
     relation = testing.Relation("metrics-endpoint", remote_app_name="grafana-agent")
     out = charm.run("update_status", APP, options, relations={relation})
     jobs = json.loads(out.get_relation(relation.id).local_app_data["scrape_jobs"])

@@ -44,7 +44,7 @@ def offline(variant: str, threshold: float = 0.0) -> dict:
 
 @pytest.fixture(scope="module")
 def site():
-    s = SiteProcess([]).start()  # bundle.yaml as shipped: the fp32 scratch detector at its card's threshold
+    s = SiteProcess([]).start()  # bundle.yaml as shipped: the int8 scratch detector at its card's threshold
     yield s
     s.stop()
 
@@ -52,9 +52,9 @@ def site():
 def test_the_served_models_figures_reproduce_before_and_after_a_roll(site, tmp_path):
     url = site.url + "/model/scratch/api/v0.1/predictions"
     result, before = evaluate_cli(tmp_path / "before.json", "--url", url)
-    fp32_path, fp32_sha = shipped_variant("fp32")
-    assert before["served_by"] == [{"name": "scratch", "sha256": fp32_sha}]
-    expected = offline("fp32")
+    int8_path, int8_sha = shipped_variant("int8")
+    assert before["served_by"] == [{"name": "scratch", "sha256": int8_sha}]
+    expected = offline("int8")
     assert {k: before[k] for k in FIELDS} == {k: expected[k] for k in FIELDS}
     assert before["labelled"] == 10 and before["true_positives"] > 0
     assert f"precision {before['precision']:.3f}" in result.stdout
@@ -63,17 +63,17 @@ def test_the_served_models_figures_reproduce_before_and_after_a_roll(site, tmp_p
 
     # A stricter threshold from the same answers, and the ONNX file scored offline by the CLI.
     _, strict = evaluate_cli(tmp_path / "strict.json", "--url", url, "--min-confidence", "0.5")
-    expected = offline("fp32", 0.5)
+    expected = offline("int8", 0.5)
     assert {k: strict[k] for k in FIELDS} == {k: expected[k] for k in FIELDS}
-    _, file = evaluate_cli(tmp_path / "file.json", "--model", str(fp32_path), block="")
+    _, file = evaluate_cli(tmp_path / "file.json", "--model", str(int8_path), block="")
     same = ("images", "labelled", "true_positives", "false_positives", "precision", "recall", "f1")
     assert {k: file[k] for k in same} == {k: before[k] for k in same}
     assert file["map50_over"].startswith("over all detections, confidence >= 0.001")
 
-    int8_path, int8_sha = shipped_variant("int8")
-    site.reload(f"scratch.model-uri={int8_path.as_uri()}", f"scratch.model-sha256={int8_sha}")
-    site.wait_for(lambda: any(line.startswith(f"ready: scratch sha {int8_sha[:7]}") for line in site.out), 120)
+    fp32_path, fp32_sha = shipped_variant("fp32")
+    site.reload(f"scratch.model-uri={fp32_path.as_uri()}", f"scratch.model-sha256={fp32_sha}")
+    site.wait_for(lambda: any(line.startswith(f"ready: scratch sha {fp32_sha[:7]}") for line in site.out), 120)
     _, after = evaluate_cli(tmp_path / "after.json", "--url", url)
-    assert after["served_by"] == [{"name": "scratch", "sha256": int8_sha}]
-    expected = offline("int8")
+    assert after["served_by"] == [{"name": "scratch", "sha256": fp32_sha}]
+    expected = offline("fp32")
     assert {k: after[k] for k in FIELDS} == {k: expected[k] for k in FIELDS}

@@ -1,6 +1,6 @@
 """The shadow model on the line, end to end: real model servers, a real Mosquitto, the real watcher.
 
-The stable model is the shipped fp32 behind the local site (Envoy, /model/scratch/). The int8
+The stable model is the bundle's int8 behind the local site (Envoy, /model/scratch/). The fp32
 model shadows it the way a site runs a shadow: the local site configured with shadow-model-uri
 and shadow-model-sha256 (the charm's own render), its Envoy routing /model/scratch/shadow/, and the
 watcher given a bare --shadow. The other shadows are real servers on a URL of their own
@@ -33,7 +33,7 @@ from support.server_process import ROOT, free_port
 from support.site_process import SiteProcess
 
 TOPIC = "line/3/results"
-site, broker = line_tests.site, line_tests.broker  # the local site (fp32) and a Mosquitto, as the line's tests use
+site, broker = line_tests.site, line_tests.broker  # the local site (int8) and a Mosquitto, as the line's tests use
 THRESHOLD = shipped_threshold()  # the served threshold, from the model card: the line's default
 
 
@@ -54,9 +54,9 @@ def shadow_watcher(tmp_path: Path, site_url: str, broker_url: str, shadow_url: s
 
 
 @pytest.fixture(scope="module")
-def int8_server(tmp_path_factory):
-    path, sha = shipped_variant("int8")
-    server = start(tmp_path_factory.mktemp("int8"), model_uri=path.as_uri(), model_sha256=sha)
+def fp32_server(tmp_path_factory):
+    path, sha = shipped_variant("fp32")
+    server = start(tmp_path_factory.mktemp("fp32"), model_uri=path.as_uri(), model_sha256=sha)
     server.wait_ready()
     yield server
     server.stop()
@@ -64,7 +64,7 @@ def int8_server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def shadow_site():
-    """The local site with the int8 model as fp32's shadow: /model/scratch/shadow/ is the charm's route."""
+    """The local site with the fp32 model as int8's shadow: /model/scratch/shadow/ is the charm's route."""
     from test_shadow_site import shadow_args
 
     s = SiteProcess(shadow_args()).start(ready_lines=2)
@@ -72,7 +72,7 @@ def shadow_site():
     s.stop()
 
 
-def test_int8_shadowing_fp32_agrees_as_evaluate_says(shadow_site, broker, tmp_path):
+def test_fp32_shadowing_int8_agrees_as_evaluate_says(shadow_site, broker, tmp_path):
     """The record's per-photo verdicts are those evaluate's endpoint client gets from each model."""
     from models.training.dataset import load_coco
     from models.training.evaluate import endpoint_predictions
@@ -100,15 +100,15 @@ def test_int8_shadowing_fp32_agrees_as_evaluate_says(shadow_site, broker, tmp_pa
         results.stop()
     assert code == 0, w.log()
     got = compared(w.record)
-    fp32_sha, int8_sha = shipped_variant("fp32")[1], shipped_variant("int8")[1]
+    stable_sha, shadow_sha = shipped_variant("int8")[1], shipped_variant("fp32")[1]
     # evaluate's endpoint client on the same photos, each model at its own URL
     samples, names = load_coco(DATA)
-    fp32, _ = endpoint_predictions(f"{site.url}/model/scratch/api/v0.1/predictions", samples, names[0], 30)
-    int8, _ = endpoint_predictions(shadow_url, samples, names[0], 30)
+    stable, _ = endpoint_predictions(f"{site.url}/model/scratch/api/v0.1/predictions", samples, names[0], 30)
+    shadow, _ = endpoint_predictions(shadow_url, samples, names[0], 30)
     agree = 0
-    for sample, a, b in zip(samples, fp32, int8, strict=True):
+    for sample, a, b in zip(samples, stable, shadow, strict=True):
         e = got[sample.path.name]
-        assert (e["stable"]["sha256"], e["shadow"]["sha256"]) == (fp32_sha, int8_sha)
+        assert (e["stable"]["sha256"], e["shadow"]["sha256"]) == (stable_sha, shadow_sha)
         assert e["stable"]["defect"] is any(c >= THRESHOLD for c, _ in a), sample.path.name
         assert e["shadow"]["defect"] is any(c >= THRESHOLD for c, _ in b), sample.path.name
         agree += e["stable"]["defect"] == e["shadow"]["defect"]
@@ -124,11 +124,11 @@ def test_int8_shadowing_fp32_agrees_as_evaluate_says(shadow_site, broker, tmp_pa
     assert report.returncode == 0, report.stderr
     figures = json.loads(report.stdout)
     assert (figures["photos_compared"], figures["agreements"]) == (len(PHOTOS), agree)
-    print(f"\nint8 shadowing fp32 on {len(PHOTOS)} photos: agreement {figures['agreement']} "
+    print(f"\nfp32 shadowing int8 on {len(PHOTOS)} photos: agreement {figures['agreement']} "
           f"CI95 {figures['agreement_ci95']} flips {figures['flips']} latency {figures['latency_ms']}")  # fmt: skip
     # the summaries on <topic>/shadow carry the same running totals; the last one has them all
     last = max(sub.unique(), key=lambda m: m["totals"]["photos_compared"])["totals"]
-    assert (last["photos_compared"], last["agreements"], last["shadow_sha256"]) == (len(PHOTOS), agree, int8_sha)
+    assert (last["photos_compared"], last["agreements"], last["shadow_sha256"]) == (len(PHOTOS), agree, shadow_sha)
     values = {s.name: s.value for f in text_string_to_metric_families(scraped) for s in f.samples if not s.labels}
     assert values["defect_shadow_photos_compared_total"] == len(PHOTOS)
     assert values["defect_shadow_agreements_total"] == agree
@@ -137,7 +137,7 @@ def test_int8_shadowing_fp32_agrees_as_evaluate_says(shadow_site, broker, tmp_pa
 
 
 def test_a_worse_shadow_hands_its_disagreements_to_the_relabel_folder(site, broker, synthetic_model, tmp_path):
-    """The synthetic model reports a scratch at 0.9 on every photo: each photo fp32 calls ok is a flip."""
+    """The synthetic model reports a scratch at 0.9 on every photo: each photo the stable int8 calls ok is a flip."""
     path, sha = synthetic_model
     worse = start(tmp_path, model_uri=path.as_uri(), model_sha256=sha)
     worse.wait_ready()
@@ -152,10 +152,10 @@ def test_a_worse_shadow_hands_its_disagreements_to_the_relabel_folder(site, brok
         worse.stop()
     assert code == 0, w.log()
     flips = {name for name, e in compared(w.record).items() if not e["agree"]}
-    assert "blank.jpg" in flips  # fp32 finds nothing on an empty belt; the worse model a "scratch"
+    assert "blank.jpg" in flips  # int8 finds nothing on an empty belt; the worse model a "scratch"
     for name in flips:
         sidecar = json.loads((w.relabel / f"{name}.json").read_text())
-        assert sidecar["answer"]["model"]["sha256"] == shipped_variant("fp32")[1]
+        assert sidecar["answer"]["model"]["sha256"] == shipped_variant("int8")[1]
         assert sidecar["shadow_answer"]["model"]["sha256"] == sha
         assert "shadow disagrees: stable ok" in sidecar["why"]
         assert (w.relabel / name).read_bytes() == (w.done / name).read_bytes()
@@ -164,8 +164,8 @@ def test_a_worse_shadow_hands_its_disagreements_to_the_relabel_folder(site, brok
                if p.name[: -len(".json")] in agreed)  # fmt: skip
 
 
-def test_the_shadow_killed_mid_run_changes_nothing_on_the_line(site, broker, int8_server, tmp_path):
-    path, sha = shipped_variant("int8")
+def test_the_shadow_killed_mid_run_changes_nothing_on_the_line(site, broker, tmp_path):
+    path, sha = shipped_variant("fp32")
     victim = start(tmp_path, model_uri=path.as_uri(), model_sha256=sha)
     victim.wait_ready()
     results = Subscriber(broker.port, TOPIC, "line-controller-2")
@@ -218,7 +218,7 @@ class SlowGateway:
 
 
 def test_a_slow_shadow_does_not_slow_the_line_and_its_pending_work_survives_a_restart(
-    site, broker, int8_server, tmp_path
+    site, broker, fp32_server, tmp_path
 ):
     slow = SlowGateway(delay=20)
     results = Subscriber(broker.port, TOPIC, "line-controller-3")
@@ -239,7 +239,7 @@ def test_a_slow_shadow_does_not_slow_the_line_and_its_pending_work_survives_a_re
     pending = list((w.record / "pending").glob("*.json"))
     assert len(pending) >= len(PHOTOS) - 1  # at most the one in flight was answered (503) before the stop
     # Restarted with a shadow that answers: the pending photos are compared, none inspected twice.
-    w2 = shadow_watcher(tmp_path, site.url, broker.url(TOPIC), f"{int8_server.url}/api/v0.1/predictions")
+    w2 = shadow_watcher(tmp_path, site.url, broker.url(TOPIC), f"{fp32_server.url}/api/v0.1/predictions")
     w2.start()
     try:
         wait_for(lambda: len(compared(w2.record)) >= len(pending), 60, "the pending photos compared", w2)

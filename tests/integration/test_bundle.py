@@ -68,12 +68,12 @@ def serving_sha(model, sha: str) -> bool:
 
 
 async def deploy_scratch(model) -> None:
-    """The scratch application as the bundle and the int8 overlay deploy it (libjuju uploads the
+    """The scratch application as the bundle deploys it, serving int8 (libjuju uploads the
     packed charm itself), related to istio-pilot's gateway-info; waits until it serves."""
     sys.path.insert(0, str(ROOT / "scripts"))
     from local_site import bundle as site_bundle
 
-    (app,) = [a for a in site_bundle.load(ROOT / "bundle.yaml", [ROOT / "overlays/int8.yaml"]) if a.name == APP]
+    (app,) = [a for a in site_bundle.load(ROOT / "bundle.yaml", []) if a.name == APP]
     await model.deploy(
         str(ROOT / "build" / "onnx-model.charm"),
         application_name=APP,
@@ -88,10 +88,8 @@ async def deploy_scratch(model) -> None:
 async def test_deploy_the_bundle(ops_test):
     assert ops_test.model_name == "kubeflow", "run with --model kubeflow"
     # build/onnx-model.charm and the server image come from scripts/bootstrap-edge-site (conftest).
-    # The int8 overlay, so that rolling to fp32 below is a real change of model.
-    await ops_test.juju(
-        "deploy", str(ROOT / "bundle.yaml"), "--trust", "--overlay", str(ROOT / "overlays/int8.yaml"), check=True
-    )
+    # The bundle serves int8, so that rolling to fp32 below is a real change of model.
+    await ops_test.juju("deploy", str(ROOT / "bundle.yaml"), "--trust", check=True)
     await ops_test.model.wait_for_idle(status="active", timeout=45 * 60, idle_period=30, raise_on_error=False)
     status = ops_test.model.applications[APP].units[0].workload_status_message
     assert status == f"serving /model/{APP}/ sha {VARIANTS['int8']['sha256'][:7]}"

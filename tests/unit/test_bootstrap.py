@@ -133,7 +133,7 @@ def test_overlays_are_passed_to_the_deploy(host):
     assert code == 0
     deploy = next(c for c in host.calls() if c.startswith("juju deploy"))
     assert deploy.endswith(f"--overlay {host.stage / 'overlays/1-second-model.yaml'}")
-    assert "scratch-int8" in host.state()["apps"]
+    assert "scratch-fp32" in host.state()["apps"]
 
 
 def test_another_ubuntu_packs_in_lxd_it_sets_up_itself(host):

@@ -256,7 +256,7 @@ def test_the_bundle_relates_every_model_to_istio_pilots_gateway():
     apps = bundle.load(ROOT / "bundle.yaml", [ROOT / "overlays" / "second-model.yaml"])
     assert {a.name: a.istio_gateway for a in apps} == {
         "scratch": "kubeflow-gateway",
-        "scratch-int8": "kubeflow-gateway",
+        "scratch-fp32": "kubeflow-gateway",
     }
 
 

@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 from manifests import NO_ENGINE
 from support import site_requests as sr
@@ -96,9 +97,10 @@ def test_the_readme_states_the_smallest_box_the_table_gives():
     assert f"{per_model.cpu_m}m and {round(per_model.memory_mi)} MiB per model" in readme
 
 
-SHADOW_SETS = [
-    "scratch.shadow-model-uri=file:///opt/models/scratch-detector/model-int8.onnx",
-    "scratch.shadow-model-sha256=de7eab81d2ffb2e0b844cbc316d0c308beaa09a8811d18935561ea4b1a97dbde",
+FP32 = yaml.safe_load((ROOT / "overlays/fp32.yaml").read_text())["applications"]["scratch"]["options"]
+SHADOW_SETS = [  # the fp32 variant shadowing the bundle's int8
+    f"scratch.shadow-model-uri={FP32['model-uri']}",
+    f"scratch.shadow-model-sha256={FP32['model-sha256']}",
 ]
 CANARY_SETS = [
     "scratch.canary-model-uri=https://models.example/v6.onnx",
