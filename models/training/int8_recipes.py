@@ -49,34 +49,13 @@ RECIPES = (
 
 def quantise(fp32: Path, recipe: Recipe, calibration: list[Path], work: Path) -> Path:
     """``fp32`` quantised as quantize.py does, with this recipe's weight type, granularity and range."""
-    import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+    from onnxruntime.quantization import QuantType
 
-    from .quantize import CALIBRATION_PHOTOS, PhotoReader, head_nodes_to_keep_float
+    from .quantize import quantize
 
-    work.mkdir(parents=True, exist_ok=True)
-    prepared = work / "prepared.onnx"
-    quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=False)
-    model = onnx.load(str(prepared))
-    dims = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
     out = work / f"{recipe.name.split()[0]}.onnx"
-    quantize_static(
-        str(prepared),
-        str(out),
-        PhotoReader(calibration[:CALIBRATION_PHOTOS], model.graph.input[0].name, (dims[2], dims[3])),
-        quant_format=QuantFormat.QDQ,
-        activation_type=QuantType.QUInt8,
-        weight_type=getattr(QuantType, recipe.weight_type),
-        per_channel=recipe.per_channel,
-        reduce_range=recipe.reduce_range,
-        calibrate_method=CalibrationMethod.MinMax,
-        nodes_to_exclude=head_nodes_to_keep_float(model),
-    )
-    quantised = onnx.load(str(out))
-    onnx.helper.set_model_props(quantised, {p.key: p.value for p in onnx.load(str(fp32)).metadata_props})
-    onnx.save(quantised, str(out))
-    return out
+    kind = getattr(QuantType, recipe.weight_type)
+    return quantize(fp32, out, calibration, work / "quant", kind, recipe.per_channel, recipe.reduce_range)
 
 
 def as_arithmetic(model: Path):

@@ -73,8 +73,19 @@ def head_nodes_to_keep_float(model: onnx.ModelProto) -> list[str]:
     return [n.name for n in head if n.op_type != "Conv" or "/dfl/" in n.name]
 
 
-def quantize(fp32: Path, out: Path, calibration: list[Path], work: Path) -> Path:
-    """``fp32`` quantised by ``RECIPE`` to ``out``, calibrated on the first CALIBRATION_PHOTOS of ``calibration``."""
+def quantize(
+    fp32: Path,
+    out: Path,
+    calibration: list[Path],
+    work: Path,
+    weight_type: QuantType = QuantType.QInt8,
+    per_channel: bool = True,
+    reduce_range: bool = True,
+) -> Path:
+    """``fp32`` quantised to ``out``, calibrated on the first CALIBRATION_PHOTOS of ``calibration``.
+
+    The defaults are the shipped ``RECIPE``; the others are for comparing recipes (int8_recipes.py).
+    """
     work.mkdir(parents=True, exist_ok=True)
     prepared = work / "prepared.onnx"
     quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=False)
@@ -88,9 +99,9 @@ def quantize(fp32: Path, out: Path, calibration: list[Path], work: Path) -> Path
         reader,
         quant_format=QuantFormat.QDQ,
         activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-        per_channel=True,
-        reduce_range=True,
+        weight_type=weight_type,
+        per_channel=per_channel,
+        reduce_range=reduce_range,
         calibrate_method=CalibrationMethod.MinMax,
         nodes_to_exclude=head_nodes_to_keep_float(model),
     )
