@@ -74,12 +74,12 @@ def test_two_folds_out_of_fold_and_resumable(tmp_path, monkeypatch, capsys):
     assert "threshold to ship (F1 optimum, pooled out-of-fold)" in out
 
     stamps = [(work / f"fold-{i}" / "result.json").stat().st_mtime_ns for i in (0, 1)]
-    assert main([*TINY, "--work", str(work)]) == 0
+    assert main([*TINY, "--data", str(data), "--work", str(work)]) == 0
     assert [(work / f"fold-{i}" / "result.json").stat().st_mtime_ns for i in (0, 1)] == stamps
     assert "fold 0: done before, not retrained" in capsys.readouterr().err
 
     other = [a if a != "64" else "96" for a in TINY]  # another recipe into the same folder
-    assert main([*other, "--work", str(work)]) == 2
+    assert main([*other, "--data", str(data), "--work", str(work)]) == 2
     assert "from another recipe or split" in capsys.readouterr().err
 
 

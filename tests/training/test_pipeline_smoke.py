@@ -24,6 +24,7 @@ RECIPE = ["--epochs", "1", "--imgsz", "64", "--batch", "2", "--workers", "0"]
 
 def test_one_epoch_end_to_end_on_every_photo(tmp_path, monkeypatch):
     from models.training.__main__ import main
+    from models.training.evaluate import SERVED
 
     monkeypatch.setenv("YOLO_OFFLINE", "1")
     monkeypatch.chdir(tmp_path)
@@ -34,12 +35,20 @@ def test_one_epoch_end_to_end_on_every_photo(tmp_path, monkeypatch):
     assert card["training"]["epochs"] == 1 and card["training"]["pretrained"] is False
     assert card["training"]["data"]["train_images"] == len(list((DATA / "images").iterdir()))
     assert card["cross_validation"].startswith("none")
-    assert card["serving_thresholds"]["confidence"] == 0.25
+    assert card["serving_thresholds"]["confidence"] == SERVED[0]  # without --cv: what the site serves now
     for variant in card["variants"]:
         data = (out / variant["file"]).read_bytes()
         assert hashlib.sha256(data).hexdigest() == variant["sha256"]
         assert variant["latency_ms_p50"] > 0
     assert os.path.getsize(out / "model-int8.onnx") < os.path.getsize(out / "model-fp32.onnx")
+
+    # --fp32: no training, no export; the same quantisation of the same export, and its card
+    again = tmp_path / "again"
+    argv = ["--data", str(DATA), "--out", str(again), "--fp32", str(out / "model-fp32.onnx"), *RECIPE]
+    assert main([*argv, "--work", str(tmp_path / "work2")]) == 0
+    shas = {v["name"]: v["sha256"] for v in yaml.safe_load((again / "model.yaml").read_text())["variants"]}
+    assert shas == {v["name"]: v["sha256"] for v in card["variants"]}
+    assert not (tmp_path / "work2" / "run").exists()  # nothing trained
 
 
 def test_the_card_takes_its_figures_and_threshold_from_the_recipes_cross_validation(tmp_path, monkeypatch, capsys):
