@@ -25,7 +25,6 @@ import platform
 import shlex
 import shutil
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
 import yaml
@@ -88,9 +87,9 @@ def read_cross_validation(path: Path, settings: TrainSettings, samples) -> dict:
         raise CardError(f"--cv {path}: cannot read it as a crossval summary ({exc})") from exc
     if not isinstance(cv, dict) or not {"settings", "key", "folds", "fold_seed", "folds_done"} <= cv.keys():
         raise CardError(f"--cv {path}: not a crossval summary (cv.json written by models.training.crossval)")
-    if cv.get("settings") != asdict(settings):
-        raise CardError(f"--cv {path}: cross-validated {cv.get('settings')}, not this recipe {asdict(settings)}")
-    if cv["key"] != recipe_key(asdict(settings), cv["folds"], cv["fold_seed"], samples):
+    if cv.get("settings") != settings.recorded():
+        raise CardError(f"--cv {path}: cross-validated {cv.get('settings')}, not this recipe {settings.recorded()}")
+    if cv["key"] != recipe_key(settings.recorded(), cv["folds"], cv["fold_seed"], samples):
         raise CardError(f"--cv {path}: cross-validated other photos than --data")
     if len(cv["folds_done"]) != cv["folds"]:
         raise CardError(f"--cv {path}: only folds {cv['folds_done']} of {cv['folds']} are done")
@@ -200,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         "variants": variants,
         "training": {
             "command": reproducing_command(argv if argv is not None else sys.argv[1:]),
-            **asdict(settings),
+            **settings.recorded(),
             "pretrained": False,
             "checkpoint": "the last epoch's weights: a fixed epoch count, nothing chosen on a validation split",
             "data": {

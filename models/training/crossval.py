@@ -101,8 +101,36 @@ def quantize_fold(train_set: list[Sample], work: Path) -> Path:
     return quantize(work / "model-fp32.onnx", work / "model-int8.onnx", [s.path for s in train_set], work / "quant")
 
 
+def finished_first_cycle(first_cycles: Path, index: int, key: str) -> Path:
+    """Fold ``index``'s finished first cycle in another crossval --work, checked to be of ``key``.
+
+    A recipe with a restart (``--then-epochs``) trains its first cycle exactly as the recipe
+    without it does, on the same folds: that run's last weights are reused, not trained again.
+    """
+    fold_dir = first_cycles / f"fold-{index}"
+    stamp = fold_dir / RECIPE_STAMP
+    if not stamp.is_file() or stamp.read_text().strip() != key:
+        raise DatasetError(
+            f"--first-cycles {first_cycles}: fold {index} is not of this recipe without --then-epochs on "
+            f"these folds and photos (key {key})"
+        )
+    from .train import finished_weights
+
+    weights = finished_weights(fold_dir / "run")
+    if weights is None:
+        raise DatasetError(f"--first-cycles {first_cycles}: fold {index} has not finished training")
+    return weights
+
+
 def run_fold(
-    index: int, train_set: list[Sample], test_set: list[Sample], names: list[str], settings, work: Path, key: str
+    index: int,
+    train_set: list[Sample],
+    test_set: list[Sample],
+    names: list[str],
+    settings,
+    work: Path,
+    key: str,
+    first_cycle: Path | None = None,
 ) -> dict:
     """Train, export, quantise and predict one fold; the result is written to ``work/result.json``."""
     from .quantize import RECIPE
@@ -112,7 +140,7 @@ def run_fold(
     # ultralytics validates once after the last epoch (its log only): give it a few training
     # photos, so nothing in the training process ever reads the held-out fold.
     data_yaml = write_yolo_dataset(train_set, train_set[:8], names, work / "dataset")
-    weights = train(data_yaml, work, settings, checkpoint="last", validate=False, resume=True)
+    weights = train(data_yaml, work, settings, checkpoint="last", validate=False, resume=True, first_cycle=first_cycle)
     trained = time.monotonic()
     hw = input_hw(settings.imgsz, train_set[0].width, train_set[0].height)
     fp32 = export_onnx(weights, work / "model-fp32.onnx", hw)
@@ -120,11 +148,12 @@ def run_fold(
     result = {
         "fold": index,
         "key": key,
-        "settings": asdict(settings),
+        "settings": settings.recorded(),
         "quantization": RECIPE,
         "train_images": len(train_set),
         "test_images": [s.path.name for s in test_set],
         "train_seconds": round(trained - started, 1),
+        **({"first_cycle": str(first_cycle)} if first_cycle else {}),
         "predictions": {
             name: predictions_of(path, test_set) for name, path in zip(VARIANTS, (fp32, int8), strict=True)
         },
@@ -285,6 +314,12 @@ def main(argv: list[str] | None = None) -> int:
         "--only", type=non_negative_int, action="append", help="run only this fold (repeatable); summary of done ones"
     )
     add_recipe_options(p)
+    p.add_argument(
+        "--first-cycles",
+        type=Path,
+        help="with --then-epochs: a finished crossval --work of this recipe without the restart (same folds and "
+        "photos), whose folds' last weights the restart starts from instead of training them again",
+    )
     p.add_argument("--limit", type=non_negative_int, default=0, help="use only this many photos (smoke test)")
     p.add_argument(
         "--threshold",
@@ -308,11 +343,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.limit:
             samples = samples[: args.limit]
         folds = folds_by_photograph(samples, args.folds, args.fold_seed)
+        if args.first_cycles is not None and not args.then_epochs:
+            raise DatasetError("--first-cycles: only with --then-epochs (it is where the restart starts from)")
     except (DatasetError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     settings = recipe_from(args)
-    key = recipe_key(asdict(settings), args.folds, args.fold_seed, samples)
+    key = recipe_key(settings.recorded(), args.folds, args.fold_seed, samples)
     command = reproducing_command(argv if argv is not None else sys.argv[1:])
     results = []
     for i, test_set in enumerate(folds):
@@ -337,9 +374,17 @@ def main(argv: list[str] | None = None) -> int:
             if mixed:
                 print(f"error: {mixed}", file=sys.stderr)
                 return 2
+            first_cycle = None
+            if args.first_cycles is not None:
+                first_key = recipe_key(settings.first_cycle().recorded(), args.folds, args.fold_seed, samples)
+                try:
+                    first_cycle = finished_first_cycle(args.first_cycles, i, first_key)
+                except DatasetError as exc:
+                    print(f"error: {exc}", file=sys.stderr)
+                    return 2
             train_set = [s for j, f in enumerate(folds) if j != i for s in f]
             print(f"fold {i}: training on {len(train_set)} photos, testing on {len(test_set)}", file=sys.stderr)
-            result = run_fold(i, train_set, test_set, names, settings, fold_dir, key)
+            result = run_fold(i, train_set, test_set, names, settings, fold_dir, key, first_cycle)
         results.append(result)
     if not results:
         print("no fold done yet", file=sys.stderr)
@@ -357,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = {
         "command": command,
         "key": key,
-        "settings": asdict(settings),
+        "settings": settings.recorded(),
         "folds": args.folds,
         "fold_seed": args.fold_seed,
         "threshold": threshold,

@@ -10,7 +10,7 @@ import argparse
 import math
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from cli_values import non_negative_int, positive_int  # scripts/, on the path via models/training/__init__
@@ -27,6 +27,24 @@ class TrainSettings:
     seed: int = 0
     workers: int = 2
     patience: int = 0  # 0: never stop early, so a run is reproducible end to end
+    # A warm restart: then this many more epochs from the first cycle's last weights, with a
+    # fresh warm-up and learning-rate decay (a new ultralytics run). 0: one cycle.
+    then_epochs: int = 0
+
+    def recorded(self) -> dict:
+        """The settings as cards, summaries and recipe keys record them.
+
+        A setting added after runs were recorded is left out at its default, so the summaries,
+        folds and card of earlier recipes keep their keys and still match.
+        """
+        settings = asdict(self)
+        if not self.then_epochs:
+            del settings["then_epochs"]
+        return settings
+
+    def first_cycle(self) -> TrainSettings:
+        """The recipe without its restart: what a finished first cycle was trained with."""
+        return replace(self, then_epochs=0)
 
 
 def image_size(text: str) -> int:
@@ -51,6 +69,7 @@ RECIPE_TYPES = {
     "batch": positive_int,
     "seed": non_negative_int,
     "workers": non_negative_int,
+    "then_epochs": non_negative_int,
 }
 RECIPE_OPTIONS = tuple(RECIPE_TYPES)
 
@@ -59,7 +78,7 @@ def add_recipe_options(parser: argparse.ArgumentParser) -> None:
     """The recipe's options, defined once: cross-validation and the shipped training take the same ones."""
     defaults = TrainSettings()
     for name, kind in RECIPE_TYPES.items():
-        parser.add_argument(f"--{name}", type=kind, default=getattr(defaults, name))
+        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, default=getattr(defaults, name))
 
 
 def folder_problem(path: Path, option: str) -> None:
@@ -74,6 +93,12 @@ def recipe_from(args: argparse.Namespace) -> TrainSettings:
     return TrainSettings(**{name: getattr(args, name) for name in RECIPE_OPTIONS})
 
 
+def finished_weights(run: Path, checkpoint: str = "last") -> Path | None:
+    """A training run's checkpoint, if the run finished (its ``finished`` mark), else None."""
+    weights = run / "weights"
+    return weights / f"{checkpoint}.pt" if (weights / "finished").exists() else None
+
+
 def train(
     data_yaml: Path,
     work_dir: Path,
@@ -81,6 +106,7 @@ def train(
     checkpoint: str = "best",
     validate: bool = True,
     resume: bool = False,
+    first_cycle: Path | None = None,
 ) -> Path:
     """Train from scratch and return the path of the chosen checkpoint.
 
@@ -88,38 +114,59 @@ def train(
     count and the last weights, so no validation figure picks anything (ultralytics then
     validates once, after the last epoch, for its log only). With ``resume``, a run
     interrupted part-way (a last.pt and no ``finished`` mark) continues from its last epoch.
+    With ``settings.then_epochs``, a second run (``run-then``) starts from the first one's
+    last weights; ``first_cycle`` gives those weights from a finished run of
+    ``settings.first_cycle()`` instead of training them again.
     """
+    weights = first_cycle or _cycle(data_yaml, work_dir / "run", settings, settings.epochs, None, validate, resume)
+    if settings.then_epochs:
+        weights = _cycle(data_yaml, work_dir / "run-then", settings, settings.then_epochs, weights, validate, resume)
+    return weights.parent / f"{checkpoint}.pt"
+
+
+def _cycle(
+    data_yaml: Path,
+    run: Path,
+    settings: TrainSettings,
+    epochs: int,
+    start: Path | None,
+    validate: bool,
+    resume: bool,
+) -> Path:
+    """One ultralytics run of ``epochs`` into ``run``: from the yaml (no weights), or from ``start``."""
     os.environ.setdefault("YOLO_OFFLINE", "1")
     from ultralytics import YOLO
 
-    weights = work_dir / "run" / "weights"
+    weights = run / "weights"
     if resume and (weights / "last.pt").exists() and not (weights / "finished").exists():
         YOLO(str(weights / "last.pt")).train(resume=True)
         (weights / "finished").touch()
-        return weights / f"{checkpoint}.pt"
-    model = YOLO(settings.arch)
+        return weights / "last.pt"
+    model = YOLO(str(start) if start else settings.arch)
     model.train(
         data=str(data_yaml),
-        epochs=settings.epochs,
+        epochs=epochs,
         imgsz=settings.imgsz,
         batch=settings.batch,
         seed=settings.seed,
         deterministic=True,
         workers=settings.workers,
-        patience=settings.patience or settings.epochs,
-        pretrained=False,
+        patience=settings.patience or epochs,
+        # ultralytics drops a loaded checkpoint's weights when pretrained is False
+        # (engine/model.py, Model.train): a restart must say True.
+        pretrained=start is not None,
         amp=False,
         plots=False,
         device="cpu",
-        project=str(work_dir.resolve()),
-        name="run",
+        project=str(run.parent.resolve()),
+        name=run.name,
         exist_ok=True,
         cache="ram",
         val=validate,
         verbose=False,
     )
     (weights / "finished").touch()
-    return weights / f"{checkpoint}.pt"
+    return weights / "last.pt"
 
 
 def input_hw(imgsz: int, width: int, height: int) -> tuple[int, int]:

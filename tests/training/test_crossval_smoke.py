@@ -115,3 +115,46 @@ def test_a_fold_cut_off_part_way_resumes_from_its_last_epoch(tmp_path, monkeypat
     assert epochs_saved == [1]  # only the second epoch (0-based 1) was trained again
     assert (weights / "finished").exists() and (work / "fold-0" / "result.json").exists()
     assert json.loads((work / "cv.json").read_text())["folds_done"] == [0]
+
+
+def _flat(model):
+    import torch
+
+    return torch.cat([p.detach().float().flatten() for p in model.parameters()])
+
+
+def test_a_restart_continues_from_the_first_cycle_of_the_recipe_without_it(tmp_path, monkeypatch, capsys):
+    """--then-epochs with --first-cycles: the first cycle is reused, not retrained, and the restart
+    starts from its weights (ultralytics drops a loaded checkpoint's weights if told pretrained=False)."""
+    import torch
+    from ultralytics.utils import callbacks
+
+    from models.training.crossval import main
+
+    monkeypatch.setenv("YOLO_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)
+    first, restart = tmp_path / "cv", tmp_path / "cv-then"
+    assert main([*TINY, "--work", str(first), "--only", "0"]) == 0
+    first_last = first / "fold-0" / "run" / "weights" / "last.pt"
+    trained_at = first_last.stat().st_mtime_ns
+
+    started_from = []
+    on_start = callbacks.default_callbacks["on_train_start"]
+    monkeypatch.setitem(
+        callbacks.default_callbacks, "on_train_start", [*on_start, lambda t: started_from.append(_flat(t.model))]
+    )
+    assert main([*TINY, "--then-epochs", "1", "--first-cycles", str(first), "--work", str(restart), "--only", "0"]) == 0
+    assert first_last.stat().st_mtime_ns == trained_at  # reused, not trained again
+    assert not (restart / "fold-0" / "run").exists() and len(started_from) == 1  # one run: the restart
+    first_weights = _flat(torch.load(first_last, map_location="cpu", weights_only=False)["model"])
+    assert torch.equal(started_from[0], first_weights)  # the restart began at the first cycle's last weights
+    result = json.loads((restart / "fold-0" / "result.json").read_text())
+    assert result["first_cycle"] == str(first_last)
+    assert result["settings"]["then_epochs"] == 1
+    assert "then_epochs" not in json.loads((first / "cv.json").read_text())["settings"]  # earlier keys unchanged
+
+    other = [a if a != "64" else "96" for a in TINY]  # first cycles of another recipe: refused
+    args = [*other, "--then-epochs", "1", "--first-cycles", str(first), "--work", str(tmp_path / "x"), "--only", "0"]
+    capsys.readouterr()
+    assert main(args) == 2
+    assert "not of this recipe without --then-epochs" in capsys.readouterr().err

@@ -725,6 +725,7 @@ def training_table(f: dict[str, Path]) -> list[tuple[str, list[str], str]]:
     cv_list = f["tmp"] / "cv-list.json"
     cv_list.write_text("[1, 2]")
     url = "http://edge:31380/model/scratch/api/v0.1/predictions"
+    two_folds = ["--data", str(DATA), "--folds", "2", "--work", str(f["tmp"] / "cv")]
     return [
         ("train", ["--data", str(f["tmp"] / "nosuch"), *out], "--data"),
         ("train", ["--data", str(f["photo"]), *out], "--data"),
@@ -736,6 +737,7 @@ def training_table(f: dict[str, Path]) -> list[tuple[str, list[str], str]]:
         ("train", ["--data", str(DATA), *out, "--batch", "0"], "--batch"),
         ("train", ["--data", str(DATA), *out, "--seed", "-1"], "--seed"),
         ("train", ["--data", str(DATA), *out, "--workers", "-1"], "--workers"),
+        ("train", ["--data", str(DATA), *out, "--then-epochs", "ten"], "--then-epochs"),
         ("train", ["--data", str(DATA), *out, "--arch", "yolov8n.pt"], "--arch"),
         ("train", ["--data", str(DATA), *out, "--limit", "-1"], "--limit"),
         ("train", ["--data", str(DATA), *out, "--cv", str(f["tmp"] / "nosuch.json")], "--cv"),
@@ -755,6 +757,9 @@ def training_table(f: dict[str, Path]) -> list[tuple[str, list[str], str]]:
         ("crossval", ["--data", str(DATA), "--threshold", "1.5"], "--threshold"),
         ("crossval", ["--data", str(DATA), "--threshold", "f1:fp16"], "--threshold"),
         ("crossval", ["--data", str(DATA), "--work", str(f["photo"])], "--work"),
+        ("crossval", ["--data", str(DATA), "--then-epochs", "-1"], "--then-epochs"),
+        ("crossval", ["--data", str(DATA), "--folds", "2", "--first-cycles", str(f["tmp"])], "--first-cycles"),
+        ("crossval", [*two_folds, "--then-epochs", "2", "--first-cycles", str(f["tmp"])], "--first-cycles"),
         ("evaluate", ["--data", str(DATA), "--url", "ftp://edge/x"], "--url"),
         ("evaluate", ["--data", str(DATA), "--url", url.replace("31380", "99999")], "--url"),
         ("evaluate", ["--data", str(DATA), "--url", "http://edge:31380/wrong/path"], "--url"),
@@ -774,7 +779,7 @@ def test_training_commands_refuse(training, files):
     table = training_table(files)
     for command, argv, named in table:
         assert_refused(training[command], argv, named)
-    assert len(table) == 41
+    assert len(table) == 45
 
 
 @PROPERTY
