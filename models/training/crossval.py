@@ -34,7 +34,7 @@ from cli_values import non_negative_int, positive_int  # scripts/, on the path v
 
 from .dataset import DatasetError, Sample, folds_by_photograph, load_coco, write_yolo_dataset
 from .evaluate import SERVED
-from .scoring import Detection, f1_optimal_threshold, score
+from .scoring import Detection, f1_optimal_threshold, recall_by_length, score
 
 SHIPPED_THRESHOLD, SERVED_IOU = SERVED  # what the site serves now (the model card's): the default to report at
 MAP_THRESHOLDS = (0.001, 0.6)
@@ -237,6 +237,10 @@ def summarise(results: list[dict], truths_by_name: dict[str, np.ndarray], thresh
                 "threshold": round(chosen, 4),
                 "pooled": asdict(score(pooled_found, pooled_truth, chosen)),
             },
+            # Every fold's held-out photos together, at the reported threshold: per photo (a tag
+            # flagged or not) and by the scratch's length.
+            "pooled_at_threshold": asdict(score(pooled_found, pooled_truth, threshold)),
+            "recall_by_scratch_length": recall_by_length(pooled_found, pooled_truth, threshold),
             "pooled_by_threshold": {
                 f"{t:g}": asdict(score(pooled_found, pooled_truth, t)) for t in (0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
             },
@@ -268,9 +272,24 @@ def table(summary: dict, command: str) -> str:
             f"      threshold to ship (F1 optimum, pooled out-of-fold): {c['threshold']:.3f} -> pooled P "
             f"{c['pooled']['precision']:.3f} R {c['pooled']['recall']:.3f} F1 {c['pooled']['f1']:.3f}"
         )
+        lines.append(f"      pooled at {t}: {photo_line(v['pooled_at_threshold'])}")
+        bands = ", ".join(
+            f"{b['longer_side_px']} px {b['found']}/{b['labelled']}" for b in v["recall_by_scratch_length"]
+        )
+        lines.append(f"      scratches found by longer side: {bands}")
         lines.append("")
     lines.append("thr*: the F1-optimal threshold chosen on the other folds' out-of-fold predictions")
     return "\n".join(lines)
+
+
+def photo_line(f: dict) -> str:
+    """Per photo, as a line that rejects a tag on any report sees it (a Figures dict)."""
+    missed = f["labelled"] - f["true_positives"]
+    return (
+        f"photos with a scratch flagged {f['flagged']}/{f['photos_with_scratches']}, clean photos flagged "
+        f"{f['clean_flagged']}/{f['clean_photos']}; missed scratches at least half inside a reported box "
+        f"{f['missed_covered']}/{missed}"
+    )
 
 
 def threshold_rule(text: str) -> float | str:

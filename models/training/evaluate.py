@@ -151,6 +151,10 @@ def report(figures: Figures, source: str, served: set, note: str) -> str:
         at,
         f"  precision {figures.precision:.3f}   recall {figures.recall:.3f}   F1 {figures.f1:.3f}",
         f"  found {figures.true_positives}, missed {figures.missed}, false alarms {figures.false_positives}",
+        f"  per photo: {figures.flagged} of {figures.photos_with_scratches} with a labelled scratch flagged, "
+        f"{figures.clean_flagged} of {figures.clean_photos} clean ones flagged",
+        f"  {figures.missed_covered} of the {figures.missed} missed scratches lie at least half inside a reported box "
+        "(marked, not boxed as labelled)",
         f"mAP@0.5 {figures.map50:.3f}  ({note})",
     ]
     return "\n".join(lines)

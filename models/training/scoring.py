@@ -10,10 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 
 MATCH_IOU = 0.5
+# A missed scratch at least this much inside a reported box is marked on the photo, only not
+# boxed as labelled (one box around two scratches, a box cut short): what an inspector sees.
+COVERED = 0.5
 
 # One detection: (confidence, [x1, y1, x2, y2] in original-image pixels).
 Detection = tuple[float, np.ndarray]
@@ -85,6 +89,12 @@ class Figures:
     recall: float
     f1: float
     map50: float  # over every detection given (not only those above `threshold`)
+    # Per photo, at `threshold`: what a line that rejects a tag on any report does.
+    photos_with_scratches: int = 0
+    flagged: int = 0  # of those, photos with at least one report
+    clean_photos: int = 0
+    clean_flagged: int = 0  # clean photos with a (false) report
+    missed_covered: int = 0  # missed scratches at least COVERED inside a reported box
 
     @property
     def missed(self) -> int:
@@ -111,12 +121,19 @@ def score(
         raise ValueError(f"{len(predictions)} predictions for {len(truths)} photos")
     everything: list[tuple[float, bool]] = []
     tp = fp = n_truth = 0
+    photos = {"photos_with_scratches": 0, "flagged": 0, "clean_photos": 0, "clean_flagged": 0, "missed_covered": 0}
     for found, truth in zip(predictions, truths, strict=True):
         n_truth += len(truth)
         everything += match(found, truth)
-        for _, hit in match([d for d in found if d[0] >= threshold], truth):
-            tp += hit
-            fp += not hit
+        reported = [d for d in found if d[0] >= threshold]
+        hits = {j for _, j in pairs(reported, truth) if j is not None}
+        tp += len(hits)
+        fp += len(reported) - len(hits)
+        kind = "photos_with_scratches" if len(truth) else "clean_photos"
+        photos[kind] += 1
+        photos["flagged" if len(truth) else "clean_flagged"] += bool(reported)
+        missed = [box for j, box in enumerate(truth) if j not in hits]
+        photos["missed_covered"] += sum(covered(box, reported) for box in missed)
     precision, recall, f1 = prf(tp, fp, n_truth)
     return Figures(
         threshold=threshold,
@@ -128,7 +145,43 @@ def score(
         recall=round(recall, digits),
         f1=round(f1, digits),
         map50=round(average_precision(everything, n_truth), digits),
+        **photos,
     )
+
+
+def covered(box: np.ndarray, reported: Sequence[Detection]) -> bool:
+    """At least COVERED of ``box``'s area lies inside one reported box."""
+    if not reported:
+        return False
+    boxes = np.array([d[1] for d in reported], float).reshape(-1, 4)
+    w = np.clip(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0, None)
+    h = np.clip(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0, None)
+    area = max(float((box[2] - box[0]) * (box[3] - box[1])), 1e-9)
+    return bool((w * h / area).max() >= COVERED)
+
+
+def recall_by_length(
+    predictions: Sequence[Sequence[Detection]], truths: Sequence[np.ndarray], threshold: float, edges=(60, 120)
+) -> list[dict]:
+    """Recall at ``threshold`` by the labelled scratch's longer side (photo pixels), bands split at ``edges``."""
+    bounds = [0, *edges, None]
+    counts = [[0, 0] for _ in range(len(bounds) - 1)]  # labelled, found
+    for found, truth in zip(predictions, truths, strict=True):
+        hits = {j for _, j in pairs([d for d in found if d[0] >= threshold], truth) if j is not None}
+        for j, box in enumerate(truth):
+            length = max(box[2] - box[0], box[3] - box[1])
+            band = sum(length >= e for e in edges)
+            counts[band][0] += 1
+            counts[band][1] += j in hits
+    return [
+        {
+            "longer_side_px": f"{lo}-{hi}" if hi else f">={lo}",
+            "labelled": n,
+            "found": k,
+            "recall": round(k / n, 4) if n else None,
+        }
+        for (lo, hi), (n, k) in zip(pairwise(bounds), counts, strict=True)
+    ]
 
 
 def f1_optimal_threshold(

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from models.training.dataset import Box, Sample, folds_by_photograph
-from models.training.scoring import average_precision, f1_optimal_threshold, match, score
+from models.training.scoring import average_precision, f1_optimal_threshold, match, recall_by_length, score
 
 ROOT = Path(__file__).resolve().parents[2]
 PHOTOS = ROOT / "tests" / "data" / "metal-tags"
@@ -54,6 +54,42 @@ def test_figures_at_a_threshold_and_map_over_everything():
     assert (f.precision, f.recall, f.f1) == (round(2 / 3, 4), round(2 / 3, 4), round(2 / 3, 4))
     # ranked: hit, hit, false alarm, hit -> AP = 1/3*1 + 1/3*1 + 1/3*(3/4)
     assert f.map50 == round(1 / 3 + 1 / 3 + 0.25, 4)
+
+
+def test_per_photo_a_tag_is_flagged_by_any_report_and_one_box_round_two_scratches_covers_both():
+    two = np.array([[10.0, 10, 50, 20], [10, 25, 50, 35]])  # two parallel scratches
+    truths = [two, SCRATCH, np.zeros((0, 4)), np.zeros((0, 4)), SCRATCH]
+    found = [
+        [det(0.9, 8, 8, 52, 37)],  # one box round both: IoU 0.31 with each, so two misses
+        [det(0.1, 10, 10, 50, 30)],  # only below the threshold: not flagged
+        [det(0.6, 0, 0, 5, 5)],  # a clean photo flagged
+        [],
+        [det(0.9, 10, 10, 50, 30)],  # found
+    ]
+    f = score(found, truths, 0.25)
+    assert (f.true_positives, f.missed, f.false_positives) == (1, 3, 2)
+    assert (f.photos_with_scratches, f.flagged) == (3, 2)
+    assert (f.clean_photos, f.clean_flagged) == (2, 1)
+    assert f.missed_covered == 2  # the two scratches inside the one box; the unflagged one is not covered
+
+
+def test_a_box_covering_under_half_of_a_missed_scratch_does_not_cover_it():
+    f = score([[det(0.9, 30, 10, 70, 30)]], [SCRATCH], 0.25)  # 20 of the scratch's 40 px width: exactly half
+    assert f.missed_covered == 1
+    f = score([[det(0.9, 31, 10, 70, 30)]], [SCRATCH], 0.25)  # 19 of 40
+    assert f.missed_covered == 0
+
+
+def test_recall_by_the_scratchs_longer_side():
+    truths = [np.array([[0.0, 0, 30, 10], [0, 50, 10, 130], [100, 0, 300, 40]])]  # 30, 80 and 200 px long
+    found = [[det(0.9, 0, 0, 30, 10), det(0.9, 100, 0, 300, 40), det(0.1, 0, 50, 10, 130)]]
+    bands = recall_by_length(found, truths, 0.25)
+    assert [(b["longer_side_px"], b["labelled"], b["found"]) for b in bands] == [
+        ("0-60", 1, 1),
+        ("60-120", 1, 0),
+        (">=120", 1, 1),
+    ]
+    assert [b["recall"] for b in recall_by_length([[]], [np.zeros((0, 4))], 0.25)] == [None, None, None]
 
 
 def test_perfect_detections_have_ap_one_and_none_have_ap_zero():
