@@ -158,3 +158,38 @@ def test_a_restart_continues_from_the_first_cycle_of_the_recipe_without_it(tmp_p
     capsys.readouterr()
     assert main(args) == 2
     assert "not of this recipe without --then-epochs" in capsys.readouterr().err
+
+
+def test_rescoring_at_the_same_settings_gives_crossvals_figures_and_another_size_is_exported(tmp_path, monkeypatch):
+    """rescore: the folds' own weights, scored again; at crossval's own settings, its own figures."""
+    import onnx
+
+    from models.training import crossval, rescore
+
+    monkeypatch.setenv("YOLO_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)
+    work = tmp_path / "cv"
+    data = grouped_data(tmp_path / "data")
+    assert crossval.main([*TINY, "--data", str(data), "--work", str(work)]) == 0
+    base = ["--cv", str(work / "cv.json"), "--data", str(data)]
+    assert rescore.main([*base, "--out", str(tmp_path / "same")]) == 0
+    original, same = (json.loads(p.read_text()) for p in (work / "cv.json", tmp_path / "same" / "cv.json"))
+    assert same["variants"] == original["variants"]
+
+    assert rescore.main([*base, "--input-size", "96", "--out", str(tmp_path / "96")]) == 0
+    for i in (0, 1):
+        graph = onnx.load(str(tmp_path / "96" / f"fold-{i}" / "model-int8.onnx")).graph
+        assert [d.dim_value for d in graph.input[0].type.tensor_type.shape.dim][3] == 96
+    rescored = json.loads((tmp_path / "96" / "cv.json").read_text())
+    assert rescored["input_size"] == 96 and len(rescored["variants"]["int8"]["folds"]) == 2
+
+    other = tmp_path / "other"
+    shutil.copytree(data, other)
+    (other / "images" / sorted(p.name for p in (other / "images").iterdir())[0]).unlink()
+    coco = json.loads((other / "annotations.json").read_text())
+    missing = {p.name for p in (data / "images").iterdir()} - {p.name for p in (other / "images").iterdir()}
+    gone = {i["id"] for i in coco["images"] if i["file_name"] in missing}
+    coco["images"] = [i for i in coco["images"] if i["id"] not in gone]
+    coco["annotations"] = [a for a in coco["annotations"] if a["image_id"] not in gone]
+    (other / "annotations.json").write_text(json.dumps(coco))
+    assert rescore.main(["--cv", str(work / "cv.json"), "--data", str(other), "--out", str(tmp_path / "x")]) == 2

@@ -710,14 +710,25 @@ DATA = ROOT / "tests/data/metal-tags"
 @pytest.fixture
 def training(monkeypatch):
     from models.training import __main__ as shipped
-    from models.training import crossval, evaluate, int8_recipes
+    from models.training import crossval, evaluate, int8_recipes, rescore
 
-    for module, name in ((shipped, "train"), (shipped, "export_onnx"), (crossval, "run_fold")):
+    for module, name in (
+        (shipped, "train"),
+        (shipped, "export_onnx"),
+        (crossval, "run_fold"),
+        (rescore, "rescore_fold"),
+    ):
         monkeypatch.setattr(module, name, _never)
     monkeypatch.setattr(evaluate, "endpoint_predictions", _never)
     monkeypatch.setattr(evaluate, "load_detector", _never)
     monkeypatch.setattr(int8_recipes, "quantise", _never)
-    return {"train": shipped.main, "crossval": crossval.main, "evaluate": evaluate.main, "int8": int8_recipes.main}
+    return {
+        "train": shipped.main,
+        "crossval": crossval.main,
+        "evaluate": evaluate.main,
+        "int8": int8_recipes.main,
+        "rescore": rescore.main,
+    }
 
 
 def training_table(f: dict[str, Path]) -> list[tuple[str, list[str], str]]:
@@ -726,6 +737,10 @@ def training_table(f: dict[str, Path]) -> list[tuple[str, list[str], str]]:
     cv_list.write_text("[1, 2]")
     url = "http://edge:31380/model/scratch/api/v0.1/predictions"
     two_folds = ["--data", str(DATA), "--folds", "2", "--work", str(f["tmp"] / "cv")]
+    summary = f["tmp"] / "cv-of-other-photos.json"  # a finished summary, of photos that are not DATA's
+    done = {"settings": {"imgsz": 64}, "key": "0" * 16, "folds": 2, "fold_seed": 0, "folds_done": [0, 1]}
+    summary.write_text(json.dumps({**done, "threshold": 0.18}))
+    rescore_base = ["--cv", str(summary), "--data", str(DATA), "--out", str(f["tmp"] / "o")]
     return [
         ("train", ["--data", str(f["tmp"] / "nosuch"), *out], "--data"),
         ("train", ["--data", str(f["photo"]), *out], "--data"),
@@ -772,6 +787,14 @@ def training_table(f: dict[str, Path]) -> list[tuple[str, list[str], str]]:
         ("int8", ["--data", str(DATA), "--fp32", str(f["tmp"] / "nosuch.onnx")], "--fp32"),
         ("int8", ["--data", str(f["tmp"] / "nosuch"), "--fp32", str(f["photo"])], "--data"),
         ("int8", ["--data", str(DATA)], "--fp32"),
+        ("rescore", [*rescore_base, "--input-size", "100"], "--input-size"),
+        ("rescore", [*rescore_base, "--nms-iou", "1.5"], "--nms-iou"),
+        ("rescore", ["--cv", str(f["tmp"] / "nosuch.json"), "--data", str(DATA), "--out", str(f["tmp"])], "--cv"),
+        ("rescore", ["--cv", str(f["text"]), "--data", str(DATA), "--out", str(f["tmp"] / "o")], "--cv"),
+        ("rescore", ["--cv", str(cv_list), "--data", str(DATA), "--out", str(f["tmp"] / "o")], "--cv"),
+        ("rescore", [*rescore_base[:2], "--data", str(DATA), "--out", str(f["photo"])], "--out"),
+        ("rescore", [*rescore_base[:2], "--data", str(f["tmp"] / "nosuch"), "--out", str(f["tmp"] / "o")], "--data"),
+        ("rescore", [*rescore_base[:2], "--data", str(DATA), "--out", str(f["tmp"] / "o")], "--data"),
     ]
 
 
@@ -779,7 +802,7 @@ def test_training_commands_refuse(training, files):
     table = training_table(files)
     for command, argv, named in table:
         assert_refused(training[command], argv, named)
-    assert len(table) == 45
+    assert len(table) == 53
 
 
 @PROPERTY

@@ -131,6 +131,13 @@ def test_the_readme_quotes_the_cards_cross_validated_figures():
         for key in ("map50", "precision", "recall", "f1"):
             quoted = f"{figures[key]['mean']:.3f} ± {figures[key]['sd']:.3f}"
             assert quoted in section, (variant["name"], key, quoted)
+    pooled = json.loads((ROOT / CV["summary"]).read_text())["variants"]["int8"]
+    at = pooled["pooled_at_threshold"]
+    flagged = f"{at['flagged']} of the {at['photos_with_scratches']} photos with a labelled scratch"
+    covered = f"{at['missed_covered']} of the {at['labelled'] - at['true_positives']} missed scratches"
+    short = pooled["recall_by_scratch_length"][0]
+    for quoted in (flagged, covered, f"{short['found']} of {short['labelled']} under 60 px"):
+        assert quoted in " ".join(section.split()), quoted
 
 
 def test_the_line_flags_a_defect_at_the_served_threshold():

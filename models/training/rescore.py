@@ -1,0 +1,121 @@
+"""A finished cross-validation scored again at other serving settings, without retraining.
+
+    python -m models.training.rescore --cv runs/cv-e130-384-k3/cv.json \\
+        --data ../shared/datasets/metal-tags --input-size 448 --out runs/rescore-448
+
+Two levers act after training: the input size the weights are exported at (more pixels on a
+short scratch, more compute per photo) and the served NMS IoU. Each fold's last weights are
+exported at ``--input-size`` (needs PyTorch) and quantised with the shipped int8 recipe on
+that fold's training photos; without it, the fold's own ONNX files are used. Every fold is
+then scored on its own held-out photos, at the cross-validation's threshold, and summarised
+as crossval summarises. Nothing is chosen on the held-out photos: a lever is kept only if a
+user would pick it for all folds at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from cli_values import probability  # scripts/, on the path via models/training/__init__
+
+from .crossval import RESULT, SERVED_IOU, VARIANTS, predictions_of, recipe_key, summarise, table
+from .dataset import DatasetError, Sample, folds_by_photograph, load_coco
+from .evaluate import truth_boxes
+
+
+def read_summary(path: Path) -> dict:
+    try:
+        cv = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DatasetError(f"--cv {path}: cannot read it as a crossval summary ({exc})") from exc
+    needed = {"settings", "key", "folds", "fold_seed", "folds_done", "threshold"}
+    if not isinstance(cv, dict) or not needed <= cv.keys():
+        raise DatasetError(f"--cv {path}: not a crossval summary (the cv.json crossval writes in its --work)")
+    if len(cv["folds_done"]) != cv["folds"]:
+        raise DatasetError(f"--cv {path}: only folds {cv['folds_done']} of {cv['folds']} are done")
+    return cv
+
+
+def fold_weights(fold_dir: Path, settings: dict) -> Path:
+    """The weights the fold's models were exported from: its restart's, if the recipe has one."""
+    from .train import finished_weights
+
+    run = fold_dir / ("run-then" if settings.get("then_epochs") else "run")
+    weights = finished_weights(run)
+    if weights is None:
+        raise DatasetError(f"{run}: no finished training run (its weights are what is exported again)")
+    return weights
+
+
+def rescore_fold(
+    fold_dir: Path, train_set: list[Sample], test_set: list[Sample], settings: dict, size: int | None, out: Path, iou
+) -> dict:
+    """One fold's predictions at the new settings, in crossval's result layout."""
+    if size:
+        from .quantize import quantize
+        from .train import export_onnx, input_hw
+
+        hw = input_hw(size, train_set[0].width, train_set[0].height)
+        fp32 = export_onnx(fold_weights(fold_dir, settings), out / "model-fp32.onnx", hw)
+        int8 = quantize(fp32, out / "model-int8.onnx", [s.path for s in train_set], out / "quant")
+        models = {"fp32": fp32, "int8": int8}
+    else:
+        models = {v: fold_dir / f"model-{v}.onnx" for v in VARIANTS}
+    fold = json.loads((fold_dir / RESULT).read_text())["fold"]
+    return {
+        "fold": fold,
+        "test_images": [s.path.name for s in test_set],
+        "predictions": {v: predictions_of(models[v], test_set, iou) for v in VARIANTS},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .train import folder_problem, image_size
+
+    p = argparse.ArgumentParser(prog="python -m models.training.rescore", description=__doc__.splitlines()[0])
+    p.add_argument("--cv", type=Path, required=True, help="the cv.json of a finished crossval run (its --work)")
+    p.add_argument("--data", type=Path, required=True, help="the photos it was cross-validated on")
+    p.add_argument("--out", type=Path, required=True, help="where the re-exported models and the summary go")
+    p.add_argument("--input-size", type=image_size, help="export each fold's weights at this size (longer side)")
+    p.add_argument("--nms-iou", type=probability, default=SERVED_IOU, help=f"served NMS IoU (default {SERVED_IOU})")
+    args = p.parse_args(argv)
+    try:
+        folder_problem(args.out, "--out")
+        cv = read_summary(args.cv)
+        samples, _ = load_coco(args.data)
+        if recipe_key(cv["settings"], cv["folds"], cv["fold_seed"], samples) != cv["key"]:
+            raise DatasetError(f"--data {args.data}: not the photos {args.cv} was cross-validated on")
+        folds = folds_by_photograph(samples, cv["folds"], cv["fold_seed"])
+        work = args.cv.parent
+        results = []
+        for i, test_set in enumerate(folds):
+            train_set = [s for j, f in enumerate(folds) if j != i for s in f]
+            out = args.out / f"fold-{i}"
+            out.mkdir(parents=True, exist_ok=True)
+            print(f"fold {i}: scoring {len(test_set)} held-out photos", file=sys.stderr)
+            size, iou = args.input_size, args.nms_iou
+            results.append(rescore_fold(work / f"fold-{i}", train_set, test_set, cv["settings"], size, out, iou))
+    except (DatasetError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    truths = {s.path.name: truth_boxes(s) for s in samples}
+    summary = {
+        "rescored": str(args.cv),
+        "command": "python -m models.training.rescore " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "settings": cv["settings"],
+        "input_size": args.input_size or cv["settings"]["imgsz"],
+        "nms_iou": args.nms_iou,
+        "threshold": cv["threshold"],
+        **summarise(results, truths, cv["threshold"]),
+    }
+    (args.out / "cv.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(table(summary, summary["command"]))
+    print(f"wrote {args.out / 'cv.json'}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
