@@ -307,14 +307,19 @@ def threshold_rule(text: str) -> float | str:
     return value
 
 
+NOT_THE_RECIPE = ("--only", "--first-cycles")
+
+
 def reproducing_command(argv: list[str]) -> str:
-    """The command for the whole run: --only picks which folds run now, not what they compute."""
+    """The command for the whole run: --only picks which folds run now and --first-cycles reuses
+    finished first cycles of the same recipe; neither changes what is computed, so both are left out
+    (from a clean clone, the command trains the first cycles too)."""
     kept, skip = [], False
     for arg in argv:
-        if skip or arg.startswith("--only="):
+        if skip or arg.startswith(tuple(f"{o}=" for o in NOT_THE_RECIPE)):
             skip = False
             continue
-        if arg == "--only":
+        if arg in NOT_THE_RECIPE:
             skip = True
             continue
         kept.append(arg)

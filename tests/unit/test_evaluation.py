@@ -320,3 +320,13 @@ def test_a_roll_during_the_run_and_unscored_labels_are_said(rolling_model, tmp_p
     figures = json.loads((tmp_path / "f.json").read_text())
     assert [m["sha256"][0] for m in figures["served_by"]] == ["a", "b"]
     assert figures["true_positives"] == figures["false_positives"] == 0 and figures["labelled"] == 10
+
+
+def test_the_recorded_crossval_command_leaves_out_what_does_not_change_the_figures():
+    """--only (which folds run now) and --first-cycles (reused first cycles of the same recipe) are
+    not the recipe: the recorded command, run from a clean clone, trains everything."""
+    from models.training.crossval import reproducing_command
+
+    argv = ["--data", "d", "--only", "1", "--then-epochs", "70", "--first-cycles", "runs/a", "--only=2"]
+    command = reproducing_command([*argv, "--first-cycles=runs/b", "--work", "w"])
+    assert command == "python -m models.training.crossval --data d --then-epochs 70 --work w"
