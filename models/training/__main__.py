@@ -30,7 +30,7 @@ from pathlib import Path
 import yaml
 from cli_values import non_negative_int  # scripts/, on the path via models/training/__init__
 
-from .crossval import SERVED_IOU, recipe_key
+from .crossval import SERVED_IOU, recipe_key, started_under_another_recipe
 from .dataset import DatasetError, load_coco, write_yolo_dataset
 from .evaluate import SERVED, bare_latency_ms, load_detector
 from .quantize import RECIPE as INT8_RECIPE
@@ -167,6 +167,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.fp32.resolve() != fp32.resolve():
             shutil.copyfile(args.fp32, fp32)
     else:
+        mixed = started_under_another_recipe(args.work, recipe_key(settings.recorded(), 0, 0, samples))
+        if mixed:
+            print(f"error: --work {mixed}", file=sys.stderr)
+            return 2
         # ultralytics validates once after the last epoch (its log only): a few training photos.
         data_yaml = write_yolo_dataset(samples, samples[:8], names, args.work / "dataset")
         weights = args.weights or train(data_yaml, args.work, settings, checkpoint="last", validate=False, resume=True)

@@ -113,7 +113,8 @@ def train(
     ``checkpoint="last"`` with ``validate=False`` is cross-validation's form: a fixed epoch
     count and the last weights, so no validation figure picks anything (ultralytics then
     validates once, after the last epoch, for its log only). With ``resume``, a run
-    interrupted part-way (a last.pt and no ``finished`` mark) continues from its last epoch.
+    interrupted part-way (a last.pt and no ``finished`` mark) continues from its last epoch, and
+    a finished cycle is not trained again.
     With ``settings.then_epochs``, a second run (``run-then``) starts from the first one's
     last weights; ``first_cycle`` gives those weights from a finished run of
     ``settings.first_cycle()`` instead of training them again.
@@ -138,6 +139,8 @@ def _cycle(
     from ultralytics import YOLO
 
     weights = run / "weights"
+    if resume and (weights / "finished").exists():  # a restart cut off: its first cycle is done
+        return weights / "last.pt"
     if resume and (weights / "last.pt").exists() and not (weights / "finished").exists():
         YOLO(str(weights / "last.pt")).train(resume=True)
         (weights / "finished").touch()

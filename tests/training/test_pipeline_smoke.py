@@ -73,3 +73,43 @@ def test_the_card_takes_its_figures_and_threshold_from_the_recipes_cross_validat
     other = [a if a != "64" else "96" for a in RECIPE]  # a recipe the summary did not cross-validate
     assert main([*args, *other]) == 2
     assert "not this recipe" in capsys.readouterr().err
+
+
+def test_a_restart_cut_off_resumes_without_training_its_first_cycle_again(tmp_path, monkeypatch, capsys):
+    """--then-epochs on every photo takes hours on a CPU: a power cut in the restart must cost
+    only the restart's unfinished epochs, and another recipe must not resume from that --work."""
+    from ultralytics.engine.trainer import BaseTrainer
+
+    from models.training.__main__ import main
+
+    monkeypatch.setenv("YOLO_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)
+    work = tmp_path / "work"
+    recipe = [a if a != "1" else "2" for a in RECIPE]  # 2 epochs, then 2 more
+    argv = ["--data", str(DATA), "--out", str(tmp_path / "out"), "--work", str(work), *recipe, "--then-epochs", "2"]
+    save = BaseTrainer.save_model
+    saved = []
+
+    def cut_in_the_restart(self):
+        save(self)
+        saved.append((Path(self.save_dir).name, self.epoch))
+        if Path(self.save_dir).name == "run-then":
+            raise RuntimeError("power cut")
+
+    monkeypatch.setattr(BaseTrainer, "save_model", cut_in_the_restart)
+    with pytest.raises(RuntimeError, match="power cut"):
+        main(argv)
+    assert saved == [("run", 0), ("run", 1), ("run-then", 0)]
+    saved.clear()
+    monkeypatch.setattr(
+        BaseTrainer, "save_model", lambda self: (save(self), saved.append((Path(self.save_dir).name, self.epoch)))
+    )
+    assert main(argv) == 0
+    assert saved == [("run-then", 1)]  # only the restart's second epoch
+    card = yaml.safe_load((tmp_path / "out" / "model.yaml").read_text())
+    assert (card["training"]["epochs"], card["training"]["then_epochs"]) == (2, 2)
+
+    capsys.readouterr()
+    other = [a if a != "64" else "96" for a in argv]
+    assert main(other) == 2
+    assert "another recipe" in capsys.readouterr().err
