@@ -307,6 +307,21 @@ def threshold_rule(text: str) -> float | str:
     return value
 
 
+def read_summary(path: Path) -> dict:
+    """A finished crossval summary (the cv.json in its --work), read for ``--cv``: refused with one
+    line (DatasetError) when it is unreadable, not a summary, or has folds missing."""
+    try:
+        cv = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DatasetError(f"--cv {path}: cannot read it as a crossval summary ({exc})") from exc
+    needed = {"settings", "key", "folds", "fold_seed", "folds_done", "threshold"}
+    if not isinstance(cv, dict) or not needed <= cv.keys():
+        raise DatasetError(f"--cv {path}: not a crossval summary (cv.json written by models.training.crossval)")
+    if len(cv["folds_done"]) != cv["folds"]:
+        raise DatasetError(f"--cv {path}: only folds {cv['folds_done']} of {cv['folds']} are done")
+    return cv
+
+
 NOT_THE_RECIPE = ("--only", "--first-cycles")
 
 

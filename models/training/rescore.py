@@ -21,22 +21,9 @@ from pathlib import Path
 
 from cli_values import probability  # scripts/, on the path via models/training/__init__
 
-from .crossval import RESULT, SERVED_IOU, VARIANTS, predictions_of, recipe_key, summarise, table
+from .crossval import RESULT, SERVED_IOU, VARIANTS, predictions_of, read_summary, recipe_key, summarise, table
 from .dataset import DatasetError, Sample, folds_by_photograph, load_coco
 from .evaluate import truth_boxes
-
-
-def read_summary(path: Path) -> dict:
-    try:
-        cv = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise DatasetError(f"--cv {path}: cannot read it as a crossval summary ({exc})") from exc
-    needed = {"settings", "key", "folds", "fold_seed", "folds_done", "threshold"}
-    if not isinstance(cv, dict) or not needed <= cv.keys():
-        raise DatasetError(f"--cv {path}: not a crossval summary (the cv.json crossval writes in its --work)")
-    if len(cv["folds_done"]) != cv["folds"]:
-        raise DatasetError(f"--cv {path}: only folds {cv['folds_done']} of {cv['folds']} are done")
-    return cv
 
 
 def fold_weights(fold_dir: Path, settings: dict) -> Path:
