@@ -21,7 +21,7 @@ from pathlib import Path
 
 from cli_values import probability  # scripts/, on the path via models/training/__init__
 
-from .crossval import RESULT, SERVED_IOU, VARIANTS, predictions_of, read_summary, recipe_key, summarise, table
+from .crossval import SERVED_IOU, VARIANTS, predictions_of, read_summary, recipe_key, summarise, table
 from .dataset import DatasetError, Sample, folds_by_photograph, load_coco
 from .evaluate import truth_boxes
 
@@ -38,9 +38,10 @@ def fold_weights(fold_dir: Path, settings: dict) -> Path:
 
 
 def rescore_fold(
-    fold_dir: Path, train_set: list[Sample], test_set: list[Sample], settings: dict, size: int | None, out: Path, iou
+    index: int, work: Path, train_set: list[Sample], test_set: list[Sample], settings: dict, size, out: Path, iou
 ) -> dict:
     """One fold's predictions at the new settings, in crossval's result layout."""
+    fold_dir = work / f"fold-{index}"
     if size:
         from .quantize import quantize
         from .train import export_onnx, input_hw
@@ -51,9 +52,8 @@ def rescore_fold(
         models = {"fp32": fp32, "int8": int8}
     else:
         models = {v: fold_dir / f"model-{v}.onnx" for v in VARIANTS}
-    fold = json.loads((fold_dir / RESULT).read_text())["fold"]
     return {
-        "fold": fold,
+        "fold": index,
         "test_images": [s.path.name for s in test_set],
         "predictions": {v: predictions_of(models[v], test_set, iou) for v in VARIANTS},
     }
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
             out.mkdir(parents=True, exist_ok=True)
             print(f"fold {i}: scoring {len(test_set)} held-out photos", file=sys.stderr)
             size, iou = args.input_size, args.nms_iou
-            results.append(rescore_fold(work / f"fold-{i}", train_set, test_set, cv["settings"], size, out, iou))
+            results.append(rescore_fold(i, work, train_set, test_set, cv["settings"], size, out, iou))
     except (DatasetError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
