@@ -135,8 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = p.parse_args(argv)
 
-    settings = recipe_from(args)
     try:
+        settings = recipe_from(args)
         folder_problem(args.out, "--out")
         folder_problem(args.work, "--work")
         for option, given in (("--weights", args.weights), ("--fp32", args.fp32)):
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
-    hw = input_hw(args.imgsz, samples[0].width, samples[0].height)
+    hw = input_hw(settings.export_imgsz, samples[0].width, samples[0].height)
     args.out.mkdir(parents=True, exist_ok=True)
     fp32 = args.out / "model-fp32.onnx"
     if args.fp32 is not None:

@@ -142,7 +142,7 @@ def run_fold(
     data_yaml = write_yolo_dataset(train_set, train_set[:8], names, work / "dataset")
     weights = train(data_yaml, work, settings, checkpoint="last", validate=False, resume=True, first_cycle=first_cycle)
     trained = time.monotonic()
-    hw = input_hw(settings.imgsz, train_set[0].width, train_set[0].height)
+    hw = input_hw(settings.export_imgsz, train_set[0].width, train_set[0].height)
     fp32 = export_onnx(weights, work / "model-fp32.onnx", hw)
     int8 = quantize_fold(train_set, work)
     result = {
@@ -384,10 +384,10 @@ def main(argv: list[str] | None = None) -> int:
         folds = folds_by_photograph(samples, args.folds, args.fold_seed)
         if args.first_cycles is not None and not args.then_epochs:
             raise DatasetError("--first-cycles: only with --then-epochs (it is where the restart starts from)")
+        settings = recipe_from(args)
     except (DatasetError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    settings = recipe_from(args)
     key = recipe_key(settings.recorded(), args.folds, args.fold_seed, samples)
     command = reproducing_command(argv if argv is not None else sys.argv[1:])
     results = []

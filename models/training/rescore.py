@@ -24,6 +24,7 @@ from cli_values import probability  # scripts/, on the path via models/training/
 from .crossval import SERVED_IOU, VARIANTS, predictions_of, read_summary, recipe_key, summarise, table
 from .dataset import DatasetError, Sample, folds_by_photograph, load_coco
 from .evaluate import truth_boxes
+from .train import TrainSettings
 
 
 def fold_weights(fold_dir: Path, settings: dict) -> Path:
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         "rescored": str(args.cv),
         "command": "python -m models.training.rescore " + " ".join(argv if argv is not None else sys.argv[1:]),
         "settings": cv["settings"],
-        "input_size": args.input_size or cv["settings"]["imgsz"],
+        "input_size": args.input_size or TrainSettings(**cv["settings"]).export_imgsz,
         "nms_iou": args.nms_iou,
         "threshold": cv["threshold"],
         **summarise(results, truths, cv["threshold"]),

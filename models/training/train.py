@@ -30,6 +30,9 @@ class TrainSettings:
     # A warm restart: then this many more epochs from the first cycle's last weights, with a
     # fresh warm-up and learning-rate decay (a new ultralytics run). 0: one cycle.
     then_epochs: int = 0
+    # The restart's training size (progressive resizing: the first cycle learns at imgsz, the
+    # restart at this). 0: imgsz. The model is exported at the last cycle's size.
+    then_imgsz: int = 0
 
     def recorded(self) -> dict:
         """The settings as cards, summaries and recipe keys record them.
@@ -38,13 +41,23 @@ class TrainSettings:
         folds and card of earlier recipes keep their keys and still match.
         """
         settings = asdict(self)
-        if not self.then_epochs:
-            del settings["then_epochs"]
+        for later in ("then_epochs", "then_imgsz"):
+            if not settings[later]:
+                del settings[later]
         return settings
 
     def first_cycle(self) -> TrainSettings:
         """The recipe without its restart: what a finished first cycle was trained with."""
-        return replace(self, then_epochs=0)
+        return replace(self, then_epochs=0, then_imgsz=0)
+
+    @property
+    def restart_imgsz(self) -> int:
+        return self.then_imgsz or self.imgsz
+
+    @property
+    def export_imgsz(self) -> int:
+        """The size the last cycle trained at: the exported input is sized from it."""
+        return self.restart_imgsz if self.then_epochs else self.imgsz
 
 
 def image_size(text: str) -> int:
@@ -53,6 +66,11 @@ def image_size(text: str) -> int:
     if value % 32 or value > 4096:
         raise argparse.ArgumentTypeError(f"{text!r}: a multiple of 32, at most 4096 (e.g. 256, 384, 640)")
     return value
+
+
+def then_image_size(text: str) -> int:
+    """--then-imgsz: 0 (the restart trains at --imgsz) or a size as --imgsz takes it."""
+    return 0 if text.strip() == "0" else image_size(text)
 
 
 def arch_yaml(text: str) -> str:
@@ -70,6 +88,7 @@ RECIPE_TYPES = {
     "seed": non_negative_int,
     "workers": non_negative_int,
     "then_epochs": non_negative_int,
+    "then_imgsz": then_image_size,
 }
 RECIPE_OPTIONS = tuple(RECIPE_TYPES)
 
@@ -90,7 +109,13 @@ def folder_problem(path: Path, option: str) -> None:
 
 
 def recipe_from(args: argparse.Namespace) -> TrainSettings:
-    return TrainSettings(**{name: getattr(args, name) for name in RECIPE_OPTIONS})
+    """The recipe the options give; DatasetError (exit 2) for a setting that means nothing alone."""
+    from .dataset import DatasetError
+
+    settings = TrainSettings(**{name: getattr(args, name) for name in RECIPE_OPTIONS})
+    if settings.then_imgsz and not settings.then_epochs:
+        raise DatasetError("--then-imgsz: only with --then-epochs (it is the restart's training size)")
+    return settings
 
 
 def finished_weights(run: Path, checkpoint: str = "last") -> Path | None:
@@ -119,9 +144,20 @@ def train(
     last weights; ``first_cycle`` gives those weights from a finished run of
     ``settings.first_cycle()`` instead of training them again.
     """
-    weights = first_cycle or _cycle(data_yaml, work_dir / "run", settings, settings.epochs, None, validate, resume)
+    weights = first_cycle or _cycle(
+        data_yaml, work_dir / "run", settings, settings.epochs, settings.imgsz, None, validate, resume
+    )
     if settings.then_epochs:
-        weights = _cycle(data_yaml, work_dir / "run-then", settings, settings.then_epochs, weights, validate, resume)
+        weights = _cycle(
+            data_yaml,
+            work_dir / "run-then",
+            settings,
+            settings.then_epochs,
+            settings.restart_imgsz,
+            weights,
+            validate,
+            resume,
+        )
     return weights.parent / f"{checkpoint}.pt"
 
 
@@ -130,11 +166,12 @@ def _cycle(
     run: Path,
     settings: TrainSettings,
     epochs: int,
+    imgsz: int,
     start: Path | None,
     validate: bool,
     resume: bool,
 ) -> Path:
-    """One ultralytics run of ``epochs`` into ``run``: from the yaml (no weights), or from ``start``."""
+    """One ultralytics run of ``epochs`` at ``imgsz`` into ``run``: from the yaml (no weights), or from ``start``."""
     os.environ.setdefault("YOLO_OFFLINE", "1")
     from ultralytics import YOLO
 
@@ -149,7 +186,7 @@ def _cycle(
     model.train(
         data=str(data_yaml),
         epochs=epochs,
-        imgsz=settings.imgsz,
+        imgsz=imgsz,
         batch=settings.batch,
         seed=settings.seed,
         deterministic=True,

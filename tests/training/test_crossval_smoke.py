@@ -193,3 +193,30 @@ def test_rescoring_at_the_same_settings_gives_crossvals_figures_and_another_size
     coco["annotations"] = [a for a in coco["annotations"] if a["image_id"] not in gone]
     (other / "annotations.json").write_text(json.dumps(coco))
     assert rescore.main(["--cv", str(work / "cv.json"), "--data", str(other), "--out", str(tmp_path / "x")]) == 2
+
+
+def test_a_restart_at_another_size_trains_and_exports_at_that_size(tmp_path, monkeypatch):
+    """--then-imgsz: the first cycle learns at --imgsz, the restart at the larger size, and the
+    fold's models take the restart's size as input (what they are scored and served at)."""
+    import onnxruntime as ort
+    from ultralytics.utils import callbacks
+
+    from models.training.crossval import main
+    from models.training.train import input_hw
+
+    monkeypatch.setenv("YOLO_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)
+    sizes = []
+    on_start = callbacks.default_callbacks["on_train_start"]
+    monkeypatch.setitem(
+        callbacks.default_callbacks, "on_train_start", [*on_start, lambda t: sizes.append(t.args.imgsz)]
+    )
+    work = tmp_path / "cv"
+    assert main([*TINY, "--then-epochs", "1", "--then-imgsz", "96", "--work", str(work), "--only", "0"]) == 0
+    assert sizes == [64, 96]
+    result = json.loads((work / "fold-0" / "result.json").read_text())
+    assert result["settings"]["then_imgsz"] == 96
+    photo = json.loads((DATA / "annotations.json").read_text())["images"][0]
+    for variant in ("fp32", "int8"):
+        shape = ort.InferenceSession(str(work / "fold-0" / f"model-{variant}.onnx")).get_inputs()[0].shape
+        assert tuple(shape[2:]) == input_hw(96, photo["width"], photo["height"])
