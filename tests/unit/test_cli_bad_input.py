@@ -753,6 +753,8 @@ def training_table(f: dict[str, Path]) -> list[tuple[str, list[str], str]]:
         ("train", ["--data", str(DATA), *out, "--seed", "-1"], "--seed"),
         ("train", ["--data", str(DATA), *out, "--workers", "-1"], "--workers"),
         ("train", ["--data", str(DATA), *out, "--then-epochs", "ten"], "--then-epochs"),
+        ("train", ["--data", str(DATA), *out, "--then-imgsz", "448"], "--then-imgsz"),
+        ("train", ["--data", str(DATA), *out, "--then-epochs", "2", "--then-imgsz", "450"], "--then-imgsz"),
         ("train", ["--data", str(DATA), *out, "--arch", "yolov8n.pt"], "--arch"),
         ("train", ["--data", str(DATA), *out, "--limit", "-1"], "--limit"),
         ("train", ["--data", str(DATA), *out, "--cv", str(f["tmp"] / "nosuch.json")], "--cv"),
@@ -773,6 +775,8 @@ def training_table(f: dict[str, Path]) -> list[tuple[str, list[str], str]]:
         ("crossval", ["--data", str(DATA), "--threshold", "f1:fp16"], "--threshold"),
         ("crossval", ["--data", str(DATA), "--work", str(f["photo"])], "--work"),
         ("crossval", ["--data", str(DATA), "--then-epochs", "-1"], "--then-epochs"),
+        ("crossval", [*two_folds, "--then-imgsz", "448"], "--then-imgsz"),
+        ("crossval", ["--data", str(DATA), "--then-epochs", "2", "--then-imgsz", "-32"], "--then-imgsz"),
         ("crossval", ["--data", str(DATA), "--folds", "2", "--first-cycles", str(f["tmp"])], "--first-cycles"),
         ("crossval", [*two_folds, "--then-epochs", "2", "--first-cycles", str(f["tmp"])], "--first-cycles"),
         ("evaluate", ["--data", str(DATA), "--url", "ftp://edge/x"], "--url"),
@@ -802,7 +806,7 @@ def test_training_commands_refuse(training, files):
     table = training_table(files)
     for command, argv, named in table:
         assert_refused(training[command], argv, named)
-    assert len(table) == 53
+    assert len(table) == 57
 
 
 @PROPERTY
