@@ -27,7 +27,7 @@ from support.procs import processes_with_env  # noqa: E402
 from support.server_process import ServerProcess  # noqa: E402
 
 MODEL = ROOT / "models" / "scratch-detector" / "model-fp32.onnx"
-SHA = "fdf7d1fdb755dd260613cb2be696f91e9bb00000dff8da12cfb6ea3fb00bcf7a"  # the larger variant (overlays/fp32.yaml)
+SHA = "a9721007d2a7a73c90533f7c20c80f0b1cd68f60ec6010bbabca0601b4b4621d"  # the larger variant (overlays/fp32.yaml)
 IMAGES = sorted((ROOT / "tests" / "data" / "metal-tags" / "images").glob("*.jpg"))
 
 

@@ -14,7 +14,7 @@ from urllib.parse import urlparse
 
 # The scratch detector that the server image carries; see models/scratch-detector/model.yaml.
 DEFAULT_MODEL_URI = "file:///opt/models/scratch-detector/model-int8.onnx"
-DEFAULT_MODEL_SHA256 = "9469907d0d10b6f0633e8f3c4677989f83eb337914703cc5649fade25fcd2e17"
+DEFAULT_MODEL_SHA256 = "72214da765f1f75193031d633a45a36896be0377824ab1b0fb35811f351c21e3"
 DEFAULT_SERVER_IMAGE = "localhost/defect-server:0.2.0"
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")  # RFC 1123 label: namespaces, object names
