@@ -30,11 +30,21 @@ import yaml
 from cli_values import non_negative_int  # scripts/, on the path via models/training/__init__
 
 from .crossval import SERVED_IOU, read_summary, recipe_key, started_under_another_recipe
-from .dataset import DatasetError, load_coco, write_yolo_dataset
+from .dataset import DatasetError, load_coco, write_yolo_dataset, yolo_dataset_differs
 from .evaluate import SERVED, bare_latency_ms, load_detector
 from .quantize import RECIPE as INT8_RECIPE
 from .quantize import quantize
-from .train import TrainSettings, add_recipe_options, export_onnx, folder_problem, input_hw, recipe_from, train
+from .train import (
+    TrainSettings,
+    add_recipe_options,
+    export_onnx,
+    finished_weights,
+    first_cycle_differs,
+    folder_problem,
+    input_hw,
+    recipe_from,
+    train,
+)
 
 DEFAULT_CONFIDENCE = SERVED[0]  # without a cross-validation to choose one: what the site serves now
 
@@ -43,13 +53,13 @@ class CardError(ValueError):
     """A --cv summary that does not describe the model being trained."""
 
 
-REUSE_OPTIONS = ("--weights", "--fp32", "--work")
+REUSE_OPTIONS = ("--weights", "--fp32", "--work", "--first-cycle")
 
 
 def reproducing_command(argv: list[str]) -> str:
-    """The command that reproduces these files: --weights and --fp32 (reuse a finished run or
-    export of the same settings) and --work (scratch space) do not change the result, so they
-    are left out."""
+    """The command that reproduces these files: --weights, --fp32 and --first-cycle (reuse a
+    finished run, export or first cycle of the same settings) and --work (scratch space) do not
+    change the result, so they are left out."""
     kept, skip = [], False
     for arg in argv:
         if skip:
@@ -118,6 +128,21 @@ def card_cross_validation(cv: dict, cv_path: Path) -> dict:
     }
 
 
+def reused_first_cycle_problem(args: argparse.Namespace, settings: TrainSettings, samples) -> None:
+    """--first-cycle: refused (DatasetError) unless it is this recipe's first cycle on these photos."""
+    option = f"--first-cycle {args.first_cycle}"
+    if not settings.then_epochs:
+        raise DatasetError(f"{option}: only with --then-epochs (it is where the restart starts from)")
+    if args.weights is not None or args.fp32 is not None:
+        raise DatasetError(f"{option}: not with --weights or --fp32 (they skip training)")
+    differs = first_cycle_differs(args.first_cycle, settings)
+    if differs is None:
+        photos = yolo_dataset_differs(args.first_cycle.parent / "dataset", samples)
+        differs = photos and f"{args.first_cycle}: trained on other photos ({photos})"
+    if differs:
+        raise DatasetError(f"{option}: not this recipe's first cycle: {differs}")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m models.training", description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, required=True, help="COCO data set: annotations.json + images/")
@@ -132,6 +157,12 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         help="skip training and export: quantise this fp32 ONNX export of this recipe (e.g. the shipped one, "
         "to apply a new int8 recipe) and write the card",
+    )
+    p.add_argument(
+        "--first-cycle",
+        type=Path,
+        help="with --then-epochs: a finished first cycle of this recipe (the run/ folder in the --work of an "
+        "earlier training on these photos), which the restart starts from instead of training it again",
     )
     args = p.parse_args(argv)
 
@@ -148,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.limit:
             samples = samples[: args.limit]
         cv = read_cross_validation(args.cv, settings, samples) if args.cv else None
+        if args.first_cycle is not None:
+            reused_first_cycle_problem(args, settings, samples)
     except (DatasetError, CardError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -165,7 +198,10 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         # ultralytics validates once after the last epoch (its log only): a few training photos.
         data_yaml = write_yolo_dataset(samples, samples[:8], names, args.work / "dataset")
-        weights = args.weights or train(data_yaml, args.work, settings, checkpoint="last", validate=False, resume=True)
+        first = finished_weights(args.first_cycle) if args.first_cycle else None
+        weights = args.weights or train(
+            data_yaml, args.work, settings, checkpoint="last", validate=False, resume=True, first_cycle=first
+        )
         export_onnx(weights, fp32, hw)
     int8 = quantize(fp32, args.out / "model-int8.onnx", [s.path for s in samples], args.work / "quant")
 

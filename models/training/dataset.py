@@ -131,6 +131,18 @@ def _yolo_label_lines(sample: Sample) -> list[str]:
     return lines
 
 
+def yolo_dataset_differs(out_dir: Path, train: list[Sample]) -> str | None:
+    """How the training split in ``out_dir`` (as write_yolo_dataset laid it out) differs from
+    ``train``'s photos and labels, or None: what a reused training run was trained on."""
+    labels = out_dir / "labels" / "train"
+    have = {p.stem: p.read_text() for p in labels.glob("*.txt")} if labels.is_dir() else {}
+    want = {s.path.stem: "\n".join(_yolo_label_lines(s)) for s in train}
+    if have == want:
+        return None
+    other = sorted(set(have) ^ set(want)) or sorted(k for k in want if have[k] != want[k])
+    return f"{len(have)} photos in {labels}, {len(want)} here; first difference: {other[0]}"
+
+
 def write_yolo_dataset(train: list[Sample], val: list[Sample], names: list[str], out_dir: Path) -> Path:
     """Lay the split out the way ultralytics expects and return the data yaml path."""
     import yaml  # here: scoring an endpoint on a plant PC needs load_coco, not PyYAML

@@ -124,6 +124,32 @@ def finished_weights(run: Path, checkpoint: str = "last") -> Path | None:
     return weights / f"{checkpoint}.pt" if (weights / "finished").exists() else None
 
 
+def first_cycle_differs(run: Path, settings: TrainSettings) -> str | None:
+    """How the finished training run ``run`` differs from ``settings``' first cycle, or None.
+
+    Read from the ``args.yaml`` ultralytics writes into every run: what it was really trained
+    with, whatever recipe key its folder was stamped with.
+    """
+    import yaml
+
+    if finished_weights(run) is None or not (run / "args.yaml").is_file():
+        return f"{run}: not a finished training run (no weights/finished, or no args.yaml)"
+    trained = yaml.safe_load((run / "args.yaml").read_text())
+    first = settings.first_cycle()
+    expected = {
+        "model": first.arch,
+        "epochs": first.epochs,
+        "imgsz": first.imgsz,
+        "batch": first.batch,
+        "seed": first.seed,
+        "workers": first.workers,
+        "patience": first.patience or first.epochs,
+        "pretrained": False,
+    }
+    differ = [f"{k} {trained.get(k)!r} (this recipe: {v!r})" for k, v in expected.items() if trained.get(k) != v]
+    return f"{run}: trained with " + ", ".join(differ) if differ else None
+
+
 def train(
     data_yaml: Path,
     work_dir: Path,

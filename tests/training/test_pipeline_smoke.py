@@ -113,3 +113,37 @@ def test_a_restart_cut_off_resumes_without_training_its_first_cycle_again(tmp_pa
     other = [a if a != "64" else "96" for a in argv]
     assert main(other) == 2
     assert "another recipe" in capsys.readouterr().err
+
+
+def test_a_restart_at_another_size_reuses_a_finished_first_cycle(tmp_path, monkeypatch, capsys):
+    """--first-cycle: the shipped training's restart starts from an earlier training's finished
+    first cycle of the same recipe and photos (checked against what ultralytics recorded), not
+    trained again; the card's command leaves the option out. Another recipe's is refused."""
+    from ultralytics.utils import callbacks
+
+    from models.training.__main__ import main
+
+    monkeypatch.setenv("YOLO_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)
+    first = tmp_path / "first"
+    argv = ["--data", str(DATA), "--out", str(tmp_path / "out1"), "--work", str(first), *RECIPE]
+    assert main([*argv, "--then-epochs", "1"]) == 0  # a two-cycle training: its run/ is the first cycle
+    sizes = []
+    on_start = callbacks.default_callbacks["on_train_start"]
+    monkeypatch.setitem(
+        callbacks.default_callbacks, "on_train_start", [*on_start, lambda t: sizes.append(t.args.imgsz)]
+    )
+    out, work = tmp_path / "out2", tmp_path / "second"
+    restart = ["--then-epochs", "1", "--then-imgsz", "96", "--first-cycle", str(first / "run")]
+    assert main(["--data", str(DATA), "--out", str(out), "--work", str(work), *RECIPE, *restart]) == 0
+    assert sizes == [96] and not (work / "run").exists()  # only the restart trained, at its size
+    card = yaml.safe_load((out / "model.yaml").read_text())
+    assert card["input"]["width"] == 96 and card["training"]["then_imgsz"] == 96
+    assert "--first-cycle" not in card["training"]["command"] and "--then-imgsz 96" in card["training"]["command"]
+
+    capsys.readouterr()
+    other = ["--data", str(DATA), "--out", str(tmp_path / "o3"), "--work", str(tmp_path / "w3"), *RECIPE]
+    other[other.index("--epochs") + 1] = "2"
+    assert main([*other, *restart]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--first-cycle" in err[0] and "epochs 1 (this recipe: 2)" in err[0]

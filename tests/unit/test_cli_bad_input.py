@@ -755,6 +755,8 @@ def training_table(f: dict[str, Path]) -> list[tuple[str, list[str], str]]:
         ("train", ["--data", str(DATA), *out, "--then-epochs", "ten"], "--then-epochs"),
         ("train", ["--data", str(DATA), *out, "--then-imgsz", "448"], "--then-imgsz"),
         ("train", ["--data", str(DATA), *out, "--then-epochs", "2", "--then-imgsz", "450"], "--then-imgsz"),
+        ("train", ["--data", str(DATA), *out, "--first-cycle", str(f["tmp"])], "--first-cycle"),
+        ("train", ["--data", str(DATA), *out, "--then-epochs", "2", "--first-cycle", str(f["tmp"])], "--first-cycle"),
         ("train", ["--data", str(DATA), *out, "--arch", "yolov8n.pt"], "--arch"),
         ("train", ["--data", str(DATA), *out, "--limit", "-1"], "--limit"),
         ("train", ["--data", str(DATA), *out, "--cv", str(f["tmp"] / "nosuch.json")], "--cv"),
@@ -806,7 +808,7 @@ def test_training_commands_refuse(training, files):
     table = training_table(files)
     for command, argv, named in table:
         assert_refused(training[command], argv, named)
-    assert len(table) == 57
+    assert len(table) == 59
 
 
 @PROPERTY
