@@ -83,11 +83,11 @@ def started_under_another_recipe(fold_dir: Path, key: str) -> str | None:
     return None
 
 
-def predictions_of(model: Path, test_set: list[Sample], served_iou: float = SERVED_IOU) -> dict:
+def predictions_of(model: Path, test_set: list[Sample], served_iou: float = SERVED_IOU, flip: bool = False) -> dict:
     """One variant's detections on the held-out photos: at the served NMS, and at mAP's."""
     from .evaluate import load_detector, offline_predictions
 
-    det = load_detector(model)
+    det = load_detector(model, flip=flip)
     return {
         "served_nms": _as_json(offline_predictions(det, test_set, MAP_THRESHOLDS[0], served_iou)),
         "map_nms": _as_json(offline_predictions(det, test_set, *MAP_THRESHOLDS)),

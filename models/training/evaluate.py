@@ -58,9 +58,9 @@ def truth_boxes(sample: Sample) -> np.ndarray:
     return np.array([[b.left, b.top, b.left + b.width, b.top + b.height] for b in sample.boxes]).reshape(-1, 4)
 
 
-def load_detector(model: Path, threads: int = 2) -> Detector:
+def load_detector(model: Path, threads: int = 2, flip: bool = False) -> Detector:
     detector, _ = _server()
-    return detector.Detector(model.read_bytes(), threads=threads)
+    return detector.Detector(model.read_bytes(), threads=threads, flip=flip)
 
 
 def detect(detector: Detector, sample: Sample, thresholds: Thresholds) -> list[Detection]:

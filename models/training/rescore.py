@@ -39,7 +39,15 @@ def fold_weights(fold_dir: Path, settings: dict) -> Path:
 
 
 def rescore_fold(
-    index: int, work: Path, train_set: list[Sample], test_set: list[Sample], settings: dict, size, out: Path, iou
+    index: int,
+    work: Path,
+    train_set: list[Sample],
+    test_set: list[Sample],
+    settings: dict,
+    size,
+    out: Path,
+    iou,
+    flip: bool = False,
 ) -> dict:
     """One fold's predictions at the new settings, in crossval's result layout."""
     fold_dir = work / f"fold-{index}"
@@ -56,7 +64,7 @@ def rescore_fold(
     return {
         "fold": index,
         "test_images": [s.path.name for s in test_set],
-        "predictions": {v: predictions_of(models[v], test_set, iou) for v in VARIANTS},
+        "predictions": {v: predictions_of(models[v], test_set, iou, flip) for v in VARIANTS},
     }
 
 
@@ -69,6 +77,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, required=True, help="where the re-exported models and the summary go")
     p.add_argument("--input-size", type=image_size, help="export each fold's weights at this size (longer side)")
     p.add_argument("--nms-iou", type=probability, default=SERVED_IOU, help=f"served NMS IoU (default {SERVED_IOU})")
+    p.add_argument(
+        "--flip",
+        action="store_true",
+        help="test-time augmentation: also run each photo mirrored and merge both passes' boxes by NMS",
+    )
     args = p.parse_args(argv)
     try:
         folder_problem(args.out, "--out")
@@ -85,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             out.mkdir(parents=True, exist_ok=True)
             print(f"fold {i}: scoring {len(test_set)} held-out photos", file=sys.stderr)
             size, iou = args.input_size, args.nms_iou
-            results.append(rescore_fold(i, work, train_set, test_set, cv["settings"], size, out, iou))
+            results.append(rescore_fold(i, work, train_set, test_set, cv["settings"], size, out, iou, args.flip))
     except (DatasetError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -96,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         "settings": cv["settings"],
         "input_size": args.input_size or TrainSettings(**cv["settings"]).export_imgsz,
         "nms_iou": args.nms_iou,
+        "flip": args.flip,
         "threshold": cv["threshold"],
         **summarise(results, truths, cv["threshold"]),
     }

@@ -56,7 +56,10 @@ def default_threads(workers: int) -> int:
 class Detector:
     """A verified model, loaded and warmed up."""
 
-    def __init__(self, model_bytes: bytes, threads: int, input_size: int = 0) -> None:
+    def __init__(self, model_bytes: bytes, threads: int, input_size: int = 0, flip: bool = False) -> None:
+        # flip: test-time augmentation, the model also run on the mirrored image (twice the
+        # compute); measured with `python -m models.training.rescore --flip`, not served.
+        self.flip = flip
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
@@ -116,8 +119,17 @@ class Detector:
             raise ModelRejected(f"model output has shape {list(out.shape)}, not (1, 4+classes, N)")
 
     def run(self, tensor: np.ndarray) -> np.ndarray:
-        """The bare onnxruntime call on a prepared (1,3,H,W) tensor."""
-        return self.session.run(None, {self.input_name: tensor})[0]
+        """The bare onnxruntime call on a prepared (1,3,H,W) tensor.
+
+        With ``flip``, the mirrored tensor's candidates (x mirrored back) are appended to the
+        plain ones, so one decode and NMS merges both passes.
+        """
+        output = self.session.run(None, {self.input_name: tensor})[0]
+        if not self.flip:
+            return output
+        mirrored = self.session.run(None, {self.input_name: np.ascontiguousarray(tensor[..., ::-1])})[0]
+        mirrored[:, 0, :] = tensor.shape[3] - mirrored[:, 0, :]  # centre x, in input pixels
+        return np.concatenate([output, mirrored], axis=2)
 
     def detect(self, image: DecodedImage, thresholds: Thresholds) -> tuple[list[Detection], float]:
         """Letterbox, run, decode; returns detections and the milliseconds spent in the model."""
