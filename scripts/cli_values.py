@@ -116,6 +116,14 @@ def probability(text: str) -> float:
     return value
 
 
+def chance(text: str) -> float:
+    """An augmentation's probability: 0 (never) to 1 (always)."""
+    value = _number(text)
+    if not 0 <= value <= 1:
+        raise ArgumentTypeError(f"{text[:40]!r}: a chance from 0 (never) to 1 (always)")
+    return value
+
+
 def port(text: str) -> int:
     value = int(_number(text, int))
     if not 1 <= value <= 65535:

@@ -13,7 +13,7 @@ import shutil
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from cli_values import non_negative_int, positive_int  # scripts/, on the path via models/training/__init__
+from cli_values import chance, non_negative_int, positive_int  # scripts/, on the path via models/training/__init__
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,10 @@ class TrainSettings:
     # The restart's training size (progressive resizing: the first cycle learns at imgsz, the
     # restart at this). 0: imgsz. The model is exported at the last cycle's size.
     then_imgsz: int = 0
+    # Chance that a training photo is flipped upside down (ultralytics' flipud; it already
+    # flips left-right half the time). Scratches run every way on a tag, so an upside-down
+    # tag is still a plausible photo. 0: ultralytics' default, no vertical flips.
+    flipud: float = 0.0
 
     def recorded(self) -> dict:
         """The settings as cards, summaries and recipe keys record them.
@@ -41,7 +45,7 @@ class TrainSettings:
         folds and card of earlier recipes keep their keys and still match.
         """
         settings = asdict(self)
-        for later in ("then_epochs", "then_imgsz"):
+        for later in ("then_epochs", "then_imgsz", "flipud"):
             if not settings[later]:
                 del settings[later]
         return settings
@@ -89,6 +93,7 @@ RECIPE_TYPES = {
     "workers": non_negative_int,
     "then_epochs": non_negative_int,
     "then_imgsz": then_image_size,
+    "flipud": chance,
 }
 RECIPE_OPTIONS = tuple(RECIPE_TYPES)
 
@@ -144,6 +149,7 @@ def first_cycle_differs(run: Path, settings: TrainSettings) -> str | None:
         "seed": first.seed,
         "workers": first.workers,
         "patience": first.patience or first.epochs,
+        "flipud": first.flipud,
         "pretrained": False,
     }
     differ = [f"{k} {trained.get(k)!r} (this recipe: {v!r})" for k, v in expected.items() if trained.get(k) != v]
@@ -216,6 +222,7 @@ def _cycle(
         batch=settings.batch,
         seed=settings.seed,
         deterministic=True,
+        flipud=settings.flipud,
         workers=settings.workers,
         patience=settings.patience or epochs,
         # ultralytics drops a loaded checkpoint's weights when pretrained is False

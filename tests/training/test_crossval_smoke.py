@@ -220,3 +220,37 @@ def test_a_restart_at_another_size_trains_and_exports_at_that_size(tmp_path, mon
     for variant in ("fp32", "int8"):
         shape = ort.InferenceSession(str(work / "fold-0" / f"model-{variant}.onnx")).get_inputs()[0].shape
         assert tuple(shape[2:]) == input_hw(96, photo["width"], photo["height"])
+
+
+def test_vertical_flips_reach_both_cycles_and_are_part_of_the_recipe(tmp_path, monkeypatch, capsys):
+    """--flipud: the photos each cycle trains on go through ultralytics' vertical flip at that
+    chance, the fold records it, and a first cycle trained without it is not this recipe's."""
+    from ultralytics.utils import callbacks
+
+    from models.training.crossval import main
+
+    monkeypatch.setenv("YOLO_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)
+
+    def vertical_flip_chance(trainer) -> float | None:
+        steps = trainer.train_loader.dataset.transforms.transforms
+        found = [s.p for s in steps if type(s).__name__ == "RandomFlip" and s.direction == "vertical"]
+        return found[0] if found else None
+
+    chances = []
+    on_start = callbacks.default_callbacks["on_train_start"]
+    monkeypatch.setitem(
+        callbacks.default_callbacks, "on_train_start", [*on_start, lambda t: chances.append(vertical_flip_chance(t))]
+    )
+    work = tmp_path / "cv-flipud"
+    assert main([*TINY, "--flipud", "1", "--then-epochs", "1", "--work", str(work), "--only", "0"]) == 0
+    assert chances == [1.0, 1.0]  # the first cycle and the restart
+    assert json.loads((work / "fold-0" / "result.json").read_text())["settings"]["flipud"] == 1.0
+
+    plain = tmp_path / "cv"
+    assert main([*TINY, "--work", str(plain), "--only", "0"]) == 0
+    assert chances[-1] == 0.0
+    capsys.readouterr()
+    args = [*TINY, "--flipud", "1", "--then-epochs", "1", "--first-cycles", str(plain), "--work", str(tmp_path / "x")]
+    assert main([*args, "--only", "0"]) == 2
+    assert "not of this recipe without --then-epochs" in capsys.readouterr().err

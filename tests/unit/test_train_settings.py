@@ -1,0 +1,50 @@
+"""What a recipe records and how a finished first cycle is checked against it (no torch needed).
+
+The shipped training's `--first-cycle` reuses a folder only when the `args.yaml` ultralytics
+wrote into it says it was trained as this recipe's first cycle; a setting missing from that
+check would let a first cycle of another recipe in silently.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from models.training.train import TrainSettings, first_cycle_differs
+
+
+def finished_run(folder: Path, **trained) -> Path:
+    """A finished ultralytics run as it lies on disk: weights/finished and its args.yaml."""
+    first = TrainSettings()
+    args = {
+        "model": first.arch,
+        "epochs": first.epochs,
+        "imgsz": first.imgsz,
+        "batch": first.batch,
+        "seed": first.seed,
+        "workers": first.workers,
+        "patience": first.epochs,
+        "flipud": 0.0,  # ultralytics' default, written into every args.yaml
+        "pretrained": False,
+        **trained,
+    }
+    (folder / "weights").mkdir(parents=True)
+    (folder / "weights" / "finished").touch()
+    (folder / "args.yaml").write_text(yaml.safe_dump(args))
+    return folder
+
+
+def test_earlier_recipes_keep_their_keys_and_a_set_flip_is_recorded():
+    assert "flipud" not in TrainSettings().recorded()
+    assert TrainSettings(flipud=0.5).recorded()["flipud"] == 0.5
+
+
+def test_a_first_cycle_trained_with_other_vertical_flips_is_refused(tmp_path):
+    plain = finished_run(tmp_path / "plain")
+    flipped = finished_run(tmp_path / "flipped", flipud=0.5)
+    assert first_cycle_differs(plain, TrainSettings()) is None
+    assert first_cycle_differs(flipped, TrainSettings(flipud=0.5, then_epochs=70)) is None
+    problem = first_cycle_differs(plain, TrainSettings(flipud=0.5, then_epochs=70))
+    assert problem is not None and "flipud 0.0 (this recipe: 0.5)" in problem
+    assert "flipud" in (first_cycle_differs(flipped, TrainSettings(then_epochs=70)) or "")
