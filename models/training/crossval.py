@@ -83,11 +83,23 @@ def started_under_another_recipe(fold_dir: Path, key: str) -> str | None:
     return None
 
 
-def predictions_of(model: Path, test_set: list[Sample], served_iou: float = SERVED_IOU, flip: bool = False) -> dict:
-    """One variant's detections on the held-out photos: at the served NMS, and at mAP's."""
-    from .evaluate import load_detector, offline_predictions
+def predictions_of(
+    model: Path,
+    test_set: list[Sample],
+    served_iou: float = SERVED_IOU,
+    flip: bool = False,
+    average_with: tuple[Path, ...] = (),
+) -> dict:
+    """One variant's detections on the held-out photos: at the served NMS, and at mAP's.
+
+    With ``average_with``, those models' raw outputs are averaged with this one's, anchor by
+    anchor, before the one decode (an ensemble; evaluation only, not served).
+    """
+    from .evaluate import AveragedDetector, load_detector, offline_predictions
 
     det = load_detector(model, flip=flip)
+    if average_with:
+        det = AveragedDetector([det, *(load_detector(m, flip=flip) for m in average_with)])
     return {
         "served_nms": _as_json(offline_predictions(det, test_set, MAP_THRESHOLDS[0], served_iou)),
         "map_nms": _as_json(offline_predictions(det, test_set, *MAP_THRESHOLDS)),
@@ -307,18 +319,18 @@ def threshold_rule(text: str) -> float | str:
     return value
 
 
-def read_summary(path: Path) -> dict:
+def read_summary(path: Path, option: str = "--cv") -> dict:
     """A finished crossval summary (the cv.json in its --work), read for ``--cv``: refused with one
-    line (DatasetError) when it is unreadable, not a summary, or has folds missing."""
+    line (DatasetError, naming ``option``) when it is unreadable, not a summary, or has folds missing."""
     try:
         cv = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise DatasetError(f"--cv {path}: cannot read it as a crossval summary ({exc})") from exc
+        raise DatasetError(f"{option} {path}: cannot read it as a crossval summary ({exc})") from exc
     needed = {"settings", "key", "folds", "fold_seed", "folds_done", "threshold"}
     if not isinstance(cv, dict) or not needed <= cv.keys():
-        raise DatasetError(f"--cv {path}: not a crossval summary (cv.json written by models.training.crossval)")
+        raise DatasetError(f"{option} {path}: not a crossval summary (cv.json written by models.training.crossval)")
     if len(cv["folds_done"]) != cv["folds"]:
-        raise DatasetError(f"--cv {path}: only folds {cv['folds_done']} of {cv['folds']} are done")
+        raise DatasetError(f"{option} {path}: only folds {cv['folds_done']} of {cv['folds']} are done")
     return cv
 
 

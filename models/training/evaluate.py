@@ -63,6 +63,31 @@ def load_detector(model: Path, threads: int = 2, flip: bool = False) -> Detector
     return detector.Detector(model.read_bytes(), threads=threads, flip=flip)
 
 
+class AveragedDetector:
+    """Several detectors of one architecture and input size as one: their raw outputs averaged
+    anchor by anchor (boxes and class scores), then the server's one decode and NMS.
+
+    An ensemble for evaluation (``rescore --average-with``); the server runs one model. YOLOv8's
+    output has one column per anchor of a fixed grid, so the same column of two models is the
+    same place in the photo, and averaging them is the plain output average of an ensemble.
+    """
+
+    def __init__(self, members: list[Detector]) -> None:
+        sizes = {(m.input_hw, len(m.names)) for m in members}
+        if len(sizes) != 1:
+            raise DatasetError(f"models to average differ in input size or classes: {sorted(sizes)}")
+        self.members = members
+        self.input_hw = members[0].input_hw
+        self.names = members[0].names
+
+    def run(self, tensor: np.ndarray) -> np.ndarray:
+        return np.mean([m.run(tensor) for m in self.members], axis=0)
+
+    def detect(self, image, thresholds: Thresholds) -> tuple[list[Detection], float]:
+        detector, _ = _server()
+        return detector.Detector.detect(self, image, thresholds)  # the server's letterbox and decode, with run() above
+
+
 def detect(detector: Detector, sample: Sample, thresholds: Thresholds) -> list[Detection]:
     """Detections on one photo, decoded from its file exactly as the server decodes a request."""
     _, image_input = _server()

@@ -9,7 +9,9 @@ exported at ``--input-size`` (needs PyTorch) and quantised with the shipped int8
 that fold's training photos; without it, the fold's own ONNX files are used. Every fold is
 then scored on its own held-out photos, at the cross-validation's threshold, and summarised
 as crossval summarises. Nothing is chosen on the held-out photos: a lever is kept only if a
-user would pick it for all folds at once.
+user would pick it for all folds at once. ``--flip`` (test-time mirroring) and
+``--average-with`` (an ensemble with another crossval's fold models of the same folds) price
+levers that would cost the served model twice its compute.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ def rescore_fold(
     out: Path,
     iou,
     flip: bool = False,
+    partner: Path | None = None,
 ) -> dict:
     """One fold's predictions at the new settings, in crossval's result layout."""
     fold_dir = work / f"fold-{index}"
@@ -61,11 +64,34 @@ def rescore_fold(
         models = {"fp32": fp32, "int8": int8}
     else:
         models = {v: fold_dir / f"model-{v}.onnx" for v in VARIANTS}
+    also = {v: (partner / f"fold-{index}" / f"model-{v}.onnx",) if partner else () for v in VARIANTS}
     return {
         "fold": index,
         "test_images": [s.path.name for s in test_set],
-        "predictions": {v: predictions_of(models[v], test_set, iou, flip) for v in VARIANTS},
+        "predictions": {v: predictions_of(models[v], test_set, iou, flip, also[v]) for v in VARIANTS},
     }
+
+
+def averaging_partner(path: Path, other: dict, cv: dict, samples: list[Sample]) -> Path:
+    """--average-with: another finished crossval (``other``, read from ``path``) of the same photos
+    and folds, whose fold models are averaged with these; its work folder. One line
+    (DatasetError) otherwise."""
+    if (other["folds"], other["fold_seed"]) != (cv["folds"], cv["fold_seed"]):
+        raise DatasetError(
+            f"--average-with {path}: {other['folds']} folds of fold seed {other['fold_seed']}, "
+            f"not the {cv['folds']} of fold seed {cv['fold_seed']} of --cv: its folds hold other photos"
+        )
+    if recipe_key(other["settings"], other["folds"], other["fold_seed"], samples) != other["key"]:
+        raise DatasetError(f"--average-with {path}: cross-validated on other photos than --data")
+    missing = [
+        str(m)
+        for i in range(cv["folds"])
+        for v in VARIANTS
+        if not (m := path.parent / f"fold-{i}" / f"model-{v}.onnx").is_file()
+    ]
+    if missing:
+        raise DatasetError(f"--average-with {path}: fold models missing: {', '.join(missing)}")
+    return path.parent
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,13 +108,24 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="test-time augmentation: also run each photo mirrored and merge both passes' boxes by NMS",
     )
+    p.add_argument(
+        "--average-with",
+        type=Path,
+        metavar="CV",
+        help="an ensemble: another crossval's cv.json of the same photos and folds, whose fold models' "
+        "raw outputs are averaged with these before the decode (e.g. the first cycle of a restart)",
+    )
     args = p.parse_args(argv)
     try:
         folder_problem(args.out, "--out")
+        if args.average_with and args.input_size:
+            raise DatasetError("--average-with: the folds' own models only, not with --input-size")
         cv = read_summary(args.cv)
+        other = read_summary(args.average_with, "--average-with") if args.average_with else None
         samples, _ = load_coco(args.data)
         if recipe_key(cv["settings"], cv["folds"], cv["fold_seed"], samples) != cv["key"]:
             raise DatasetError(f"--data {args.data}: not the photos {args.cv} was cross-validated on")
+        partner = averaging_partner(args.average_with, other, cv, samples) if other else None
         folds = folds_by_photograph(samples, cv["folds"], cv["fold_seed"])
         work = args.cv.parent
         results = []
@@ -98,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
             out.mkdir(parents=True, exist_ok=True)
             print(f"fold {i}: scoring {len(test_set)} held-out photos", file=sys.stderr)
             size, iou = args.input_size, args.nms_iou
-            results.append(rescore_fold(i, work, train_set, test_set, cv["settings"], size, out, iou, args.flip))
+            settings, flip = cv["settings"], args.flip
+            results.append(rescore_fold(i, work, train_set, test_set, settings, size, out, iou, flip, partner))
     except (DatasetError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -110,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         "input_size": args.input_size or TrainSettings(**cv["settings"]).export_imgsz,
         "nms_iou": args.nms_iou,
         "flip": args.flip,
+        "average_with": str(args.average_with) if args.average_with else None,
         "threshold": cv["threshold"],
         **summarise(results, truths, cv["threshold"]),
     }

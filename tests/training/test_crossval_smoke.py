@@ -175,6 +175,13 @@ def test_rescoring_at_the_same_settings_gives_crossvals_figures_and_another_size
     assert rescore.main([*base, "--out", str(tmp_path / "same")]) == 0
     original, same = (json.loads(p.read_text()) for p in (work / "cv.json", tmp_path / "same" / "cv.json"))
     assert same["variants"] == original["variants"]
+    # an ensemble of each fold's model with itself is that model: the average is a mean, not a sum
+    averaged = ["--average-with", str(work / "cv.json"), "--out", str(tmp_path / "avg")]
+    assert rescore.main([*base, *averaged]) == 0
+    assert json.loads((tmp_path / "avg" / "cv.json").read_text())["variants"] == original["variants"]
+    other_folds = tmp_path / "other-folds.json"  # the same fold models, claimed to be of other folds
+    other_folds.write_text(json.dumps({**original, "fold_seed": original["fold_seed"] + 1}))
+    assert rescore.main([*base, "--average-with", str(other_folds), "--out", str(tmp_path / "x")]) == 2
 
     assert rescore.main([*base, "--input-size", "96", "--out", str(tmp_path / "96")]) == 0
     for i in (0, 1):

@@ -797,6 +797,9 @@ def training_table(f: dict[str, Path]) -> list[tuple[str, list[str], str]]:
         ("int8", ["--data", str(DATA)], "--fp32"),
         ("rescore", [*rescore_base, "--input-size", "100"], "--input-size"),
         ("rescore", [*rescore_base, "--nms-iou", "1.5"], "--nms-iou"),
+        ("rescore", [*rescore_base, "--average-with", str(f["tmp"] / "nosuch.json")], "--average-with"),
+        ("rescore", [*rescore_base, "--average-with", str(f["text"])], "--average-with"),
+        ("rescore", [*rescore_base, "--average-with", str(summary), "--input-size", "448"], "--average-with"),
         ("rescore", ["--cv", str(f["tmp"] / "nosuch.json"), "--data", str(DATA), "--out", str(f["tmp"])], "--cv"),
         ("rescore", ["--cv", str(f["text"]), "--data", str(DATA), "--out", str(f["tmp"] / "o")], "--cv"),
         ("rescore", ["--cv", str(cv_list), "--data", str(DATA), "--out", str(f["tmp"] / "o")], "--cv"),
@@ -810,7 +813,7 @@ def test_training_commands_refuse(training, files):
     table = training_table(files)
     for command, argv, named in table:
         assert_refused(training[command], argv, named)
-    assert len(table) == 61
+    assert len(table) == 64
 
 
 @PROPERTY
