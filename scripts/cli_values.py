@@ -124,6 +124,17 @@ def chance(text: str) -> float:
     return value
 
 
+def zoom_range(text: str) -> float:
+    """An augmentation's zoom range r (each photo scaled by a random factor in 1 +/- r): 0 to below 1.
+
+    At 1 or more the factor could reach 0: a photo shrunk to nothing.
+    """
+    value = _number(text)
+    if not 0 <= value < 1:
+        raise ArgumentTypeError(f"{text[:40]!r}: a zoom range from 0 (photos at their own scale) to below 1")
+    return value
+
+
 def port(text: str) -> int:
     value = int(_number(text, int))
     if not 1 <= value <= 65535:

@@ -13,7 +13,12 @@ import shutil
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from cli_values import chance, non_negative_int, positive_int  # scripts/, on the path via models/training/__init__
+from cli_values import (  # scripts/, on the path via models/training/__init__
+    chance,
+    non_negative_int,
+    positive_int,
+    zoom_range,
+)
 
 
 @dataclass(frozen=True)
@@ -37,6 +42,11 @@ class TrainSettings:
     # flips left-right half the time). Scratches run every way on a tag, so an upside-down
     # tag is still a plausible photo. 0: ultralytics' default, no vertical flips.
     flipud: float = 0.0
+    # The restart's zoom range (ultralytics' scale: each photo is scaled by a random factor in
+    # 1 +/- this). None: ultralytics' own (0.5), as in the first cycle. A smaller range keeps
+    # the restart's scratches near the size the fixed camera sees; at 0.5 a 20 px scratch is
+    # often shrunk to 10 px. Restart only, so it can start from a finished first cycle.
+    then_scale: float | None = None
 
     def recorded(self) -> dict:
         """The settings as cards, summaries and recipe keys record them.
@@ -48,11 +58,13 @@ class TrainSettings:
         for later in ("then_epochs", "then_imgsz", "flipud"):
             if not settings[later]:
                 del settings[later]
+        if settings["then_scale"] is None:
+            del settings["then_scale"]
         return settings
 
     def first_cycle(self) -> TrainSettings:
         """The recipe without its restart: what a finished first cycle was trained with."""
-        return replace(self, then_epochs=0, then_imgsz=0)
+        return replace(self, then_epochs=0, then_imgsz=0, then_scale=None)
 
     @property
     def restart_imgsz(self) -> int:
@@ -94,6 +106,7 @@ RECIPE_TYPES = {
     "then_epochs": non_negative_int,
     "then_imgsz": then_image_size,
     "flipud": chance,
+    "then_scale": zoom_range,
 }
 RECIPE_OPTIONS = tuple(RECIPE_TYPES)
 
@@ -120,6 +133,8 @@ def recipe_from(args: argparse.Namespace) -> TrainSettings:
     settings = TrainSettings(**{name: getattr(args, name) for name in RECIPE_OPTIONS})
     if settings.then_imgsz and not settings.then_epochs:
         raise DatasetError("--then-imgsz: only with --then-epochs (it is the restart's training size)")
+    if settings.then_scale is not None and not settings.then_epochs:
+        raise DatasetError("--then-scale: only with --then-epochs (it is the restart's zoom range)")
     return settings
 
 
@@ -177,7 +192,7 @@ def train(
     ``settings.first_cycle()`` instead of training them again.
     """
     weights = first_cycle or _cycle(
-        data_yaml, work_dir / "run", settings, settings.epochs, settings.imgsz, None, validate, resume
+        data_yaml, work_dir / "run", settings, settings.epochs, settings.imgsz, None, None, validate, resume
     )
     if settings.then_epochs:
         weights = _cycle(
@@ -187,6 +202,7 @@ def train(
             settings.then_epochs,
             settings.restart_imgsz,
             weights,
+            settings.then_scale,
             validate,
             resume,
         )
@@ -200,10 +216,14 @@ def _cycle(
     epochs: int,
     imgsz: int,
     start: Path | None,
+    scale: float | None,
     validate: bool,
     resume: bool,
 ) -> Path:
-    """One ultralytics run of ``epochs`` at ``imgsz`` into ``run``: from the yaml (no weights), or from ``start``."""
+    """One ultralytics run of ``epochs`` at ``imgsz`` into ``run``: from the yaml (no weights), or from ``start``.
+
+    ``scale``: the zoom range, or None for ultralytics' own.
+    """
     os.environ.setdefault("YOLO_OFFLINE", "1")
     from ultralytics import YOLO
 
@@ -215,7 +235,9 @@ def _cycle(
         (weights / "finished").touch()
         return weights / "last.pt"
     model = YOLO(str(start) if start else settings.arch)
+    zoom = {} if scale is None else {"scale": scale}
     model.train(
+        **zoom,
         data=str(data_yaml),
         epochs=epochs,
         imgsz=imgsz,

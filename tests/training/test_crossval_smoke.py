@@ -261,3 +261,42 @@ def test_vertical_flips_reach_both_cycles_and_are_part_of_the_recipe(tmp_path, m
     args = [*TINY, "--flipud", "1", "--then-epochs", "1", "--first-cycles", str(plain), "--work", str(tmp_path / "x")]
     assert main([*args, "--only", "0"]) == 2
     assert "not of this recipe without --then-epochs" in capsys.readouterr().err
+
+
+def test_the_restarts_zoom_range_reaches_the_restart_only_and_reuses_a_plain_first_cycle(tmp_path, monkeypatch, capsys):
+    """--then-scale: the restart's photos are zoomed within 1 +/- that range while its first
+    cycle keeps ultralytics' own 0.5, so a finished first cycle of the recipe without it is
+    reused, and the fold records it."""
+    from ultralytics.utils import callbacks
+
+    from models.training.crossval import main
+
+    monkeypatch.setenv("YOLO_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)
+
+    def steps(transform):
+        """Every step of a pipeline, into the Compose nested in it (the mosaic and its affine)."""
+        yield transform
+        for inner in getattr(transform, "transforms", None) or []:
+            yield from steps(inner)
+
+    def zoom_range(trainer) -> float:
+        pipeline = trainer.train_loader.dataset.transforms
+        found = {s.scale for s in steps(pipeline) if type(s).__name__ == "RandomPerspective"}
+        assert len(found) == 1
+        return found.pop()
+
+    ranges = []
+    on_start = callbacks.default_callbacks["on_train_start"]
+    monkeypatch.setitem(
+        callbacks.default_callbacks, "on_train_start", [*on_start, lambda t: ranges.append(zoom_range(t))]
+    )
+    plain = tmp_path / "cv"
+    assert main([*TINY, "--work", str(plain), "--only", "0"]) == 0
+    assert ranges == [0.5]
+    work = tmp_path / "cv-then-scale"
+    restart = ["--then-epochs", "1", "--then-scale", "0.2", "--first-cycles", str(plain)]
+    assert main([*TINY, *restart, "--work", str(work), "--only", "0"]) == 0
+    assert ranges == [0.5, 0.2]  # only the restart trained here, at its own range
+    assert json.loads((work / "fold-0" / "result.json").read_text())["settings"]["then_scale"] == 0.2
+    capsys.readouterr()

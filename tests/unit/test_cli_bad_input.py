@@ -755,6 +755,8 @@ def training_table(f: dict[str, Path]) -> list[tuple[str, list[str], str]]:
         ("train", ["--data", str(DATA), *out, "--then-epochs", "ten"], "--then-epochs"),
         ("train", ["--data", str(DATA), *out, "--then-imgsz", "448"], "--then-imgsz"),
         ("train", ["--data", str(DATA), *out, "--then-epochs", "2", "--then-imgsz", "450"], "--then-imgsz"),
+        ("train", ["--data", str(DATA), *out, "--then-scale", "0.25"], "--then-scale"),
+        ("train", ["--data", str(DATA), *out, "--then-epochs", "2", "--then-scale", "1"], "--then-scale"),
         ("train", ["--data", str(DATA), *out, "--flipud", "1.5"], "--flipud"),
         ("train", ["--data", str(DATA), *out, "--first-cycle", str(f["tmp"])], "--first-cycle"),
         ("train", ["--data", str(DATA), *out, "--then-epochs", "2", "--first-cycle", str(f["tmp"])], "--first-cycle"),
@@ -780,6 +782,8 @@ def training_table(f: dict[str, Path]) -> list[tuple[str, list[str], str]]:
         ("crossval", ["--data", str(DATA), "--then-epochs", "-1"], "--then-epochs"),
         ("crossval", [*two_folds, "--then-imgsz", "448"], "--then-imgsz"),
         ("crossval", ["--data", str(DATA), "--then-epochs", "2", "--then-imgsz", "-32"], "--then-imgsz"),
+        ("crossval", [*two_folds, "--then-scale", "0.25"], "--then-scale"),
+        ("crossval", ["--data", str(DATA), "--then-epochs", "2", "--then-scale", "-0.1"], "--then-scale"),
         ("crossval", ["--data", str(DATA), "--flipud", "-0.1"], "--flipud"),
         ("crossval", ["--data", str(DATA), "--folds", "2", "--first-cycles", str(f["tmp"])], "--first-cycles"),
         ("crossval", [*two_folds, "--then-epochs", "2", "--first-cycles", str(f["tmp"])], "--first-cycles"),
@@ -813,7 +817,7 @@ def test_training_commands_refuse(training, files):
     table = training_table(files)
     for command, argv, named in table:
         assert_refused(training[command], argv, named)
-    assert len(table) == 64
+    assert len(table) == 68
 
 
 @PROPERTY

@@ -48,3 +48,18 @@ def test_a_first_cycle_trained_with_other_vertical_flips_is_refused(tmp_path):
     problem = first_cycle_differs(plain, TrainSettings(flipud=0.5, then_epochs=70))
     assert problem is not None and "flipud 0.0 (this recipe: 0.5)" in problem
     assert "flipud" in (first_cycle_differs(flipped, TrainSettings(then_epochs=70)) or "")
+
+
+def test_the_restarts_zoom_range_is_recorded_only_when_set_and_is_not_the_first_cycles():
+    assert "then_scale" not in TrainSettings().recorded()
+    restart = TrainSettings(then_epochs=70, then_scale=0.25)
+    assert restart.recorded()["then_scale"] == 0.25
+    assert TrainSettings(then_epochs=70, then_scale=0.0).recorded()["then_scale"] == 0.0  # no zoom is a setting
+    assert "then_scale" not in restart.first_cycle().recorded()
+
+
+def test_a_restart_with_its_own_zoom_range_starts_from_the_plain_first_cycle(tmp_path):
+    """The zoom range is the restart's alone: a first cycle trained at ultralytics' own scale is
+    the first cycle of a recipe that narrows it in the restart."""
+    plain = finished_run(tmp_path / "plain")
+    assert first_cycle_differs(plain, TrainSettings(then_epochs=70, then_scale=0.25)) is None
