@@ -135,6 +135,17 @@ def zoom_range(text: str) -> float:
     return value
 
 
+def learning_rate(text: str) -> float:
+    """An optimiser's initial learning rate: above 0, at most 0.1.
+
+    Past 0.1 neither SGD (ultralytics' 0.01) nor AdamW (0.001-0.002) trains: the weights diverge.
+    """
+    value = _number(text)
+    if not 0 < value <= 0.1:
+        raise ArgumentTypeError(f"{text[:40]!r}: a learning rate above 0 and at most 0.1 (AdamW's is about 0.001)")
+    return value
+
+
 def port(text: str) -> int:
     value = int(_number(text, int))
     if not 1 <= value <= 65535:

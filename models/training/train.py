@@ -15,6 +15,7 @@ from pathlib import Path
 
 from cli_values import (  # scripts/, on the path via models/training/__init__
     chance,
+    learning_rate,
     non_negative_int,
     positive_int,
     zoom_range,
@@ -47,6 +48,13 @@ class TrainSettings:
     # the restart's scratches near the size the fixed camera sees; at 0.5 a 20 px scratch is
     # often shrunk to 10 px. Restart only, so it can start from a finished first cycle.
     then_scale: float | None = None
+    # The restart's last epochs without mosaic (ultralytics' close_mosaic): the photos the
+    # detector is scored on are single tags, never mosaics. None: ultralytics' own (10).
+    then_close_mosaic: int | None = None
+    # The restart's initial learning rate, with AdamW: the optimiser ultralytics' 'auto' picks
+    # for a run this short (under 10,000 iterations), at 0.002 * 5 / (4 + classes) = 0.002 for
+    # our one class (engine/trainer.py, build_optimizer). None: 'auto' itself.
+    then_lr0: float | None = None
 
     def recorded(self) -> dict:
         """The settings as cards, summaries and recipe keys record them.
@@ -58,13 +66,27 @@ class TrainSettings:
         for later in ("then_epochs", "then_imgsz", "flipud"):
             if not settings[later]:
                 del settings[later]
-        if settings["then_scale"] is None:
-            del settings["then_scale"]
+        for restart_only in ("then_scale", "then_close_mosaic", "then_lr0"):
+            if settings[restart_only] is None:
+                del settings[restart_only]
         return settings
 
     def first_cycle(self) -> TrainSettings:
         """The recipe without its restart: what a finished first cycle was trained with."""
-        return replace(self, then_epochs=0, then_imgsz=0, then_scale=None)
+        return replace(self, then_epochs=0, then_imgsz=0, then_scale=None, then_close_mosaic=None, then_lr0=None)
+
+    def restart_overrides(self) -> dict:
+        """The ultralytics arguments the restart alone is trained with ({}: ultralytics' own)."""
+        overrides: dict = {}
+        if self.then_scale is not None:
+            overrides["scale"] = self.then_scale
+        if self.then_close_mosaic is not None:
+            overrides["close_mosaic"] = self.then_close_mosaic
+        if self.then_lr0 is not None:
+            # What 'auto' sets besides the optimiser and rate (momentum 0.9, bias warm-up from
+            # 0), so only the rate differs from the restart without this setting.
+            overrides.update(optimizer="AdamW", lr0=self.then_lr0, momentum=0.9, warmup_bias_lr=0.0)
+        return overrides
 
     @property
     def restart_imgsz(self) -> int:
@@ -107,6 +129,8 @@ RECIPE_TYPES = {
     "then_imgsz": then_image_size,
     "flipud": chance,
     "then_scale": zoom_range,
+    "then_close_mosaic": non_negative_int,
+    "then_lr0": learning_rate,
 }
 RECIPE_OPTIONS = tuple(RECIPE_TYPES)
 
@@ -135,6 +159,14 @@ def recipe_from(args: argparse.Namespace) -> TrainSettings:
         raise DatasetError("--then-imgsz: only with --then-epochs (it is the restart's training size)")
     if settings.then_scale is not None and not settings.then_epochs:
         raise DatasetError("--then-scale: only with --then-epochs (it is the restart's zoom range)")
+    if settings.then_close_mosaic is not None and not settings.then_epochs:
+        raise DatasetError("--then-close-mosaic: only with --then-epochs (the restart's last epochs without mosaic)")
+    if (settings.then_close_mosaic or 0) > settings.then_epochs:
+        raise DatasetError(
+            f"--then-close-mosaic {settings.then_close_mosaic}: at most --then-epochs ({settings.then_epochs})"
+        )
+    if settings.then_lr0 is not None and not settings.then_epochs:
+        raise DatasetError("--then-lr0: only with --then-epochs (it is the restart's learning rate)")
     return settings
 
 
@@ -192,7 +224,7 @@ def train(
     ``settings.first_cycle()`` instead of training them again.
     """
     weights = first_cycle or _cycle(
-        data_yaml, work_dir / "run", settings, settings.epochs, settings.imgsz, None, None, validate, resume
+        data_yaml, work_dir / "run", settings, settings.epochs, settings.imgsz, None, {}, validate, resume
     )
     if settings.then_epochs:
         weights = _cycle(
@@ -202,7 +234,7 @@ def train(
             settings.then_epochs,
             settings.restart_imgsz,
             weights,
-            settings.then_scale,
+            settings.restart_overrides(),
             validate,
             resume,
         )
@@ -216,13 +248,13 @@ def _cycle(
     epochs: int,
     imgsz: int,
     start: Path | None,
-    scale: float | None,
+    overrides: dict,
     validate: bool,
     resume: bool,
 ) -> Path:
     """One ultralytics run of ``epochs`` at ``imgsz`` into ``run``: from the yaml (no weights), or from ``start``.
 
-    ``scale``: the zoom range, or None for ultralytics' own.
+    ``overrides``: ultralytics arguments for this cycle alone (the restart's), {} for its own.
     """
     os.environ.setdefault("YOLO_OFFLINE", "1")
     from ultralytics import YOLO
@@ -235,9 +267,8 @@ def _cycle(
         (weights / "finished").touch()
         return weights / "last.pt"
     model = YOLO(str(start) if start else settings.arch)
-    zoom = {} if scale is None else {"scale": scale}
     model.train(
-        **zoom,
+        **overrides,
         data=str(data_yaml),
         epochs=epochs,
         imgsz=imgsz,

@@ -300,3 +300,33 @@ def test_the_restarts_zoom_range_reaches_the_restart_only_and_reuses_a_plain_fir
     assert ranges == [0.5, 0.2]  # only the restart trained here, at its own range
     assert json.loads((work / "fold-0" / "result.json").read_text())["settings"]["then_scale"] == 0.2
     capsys.readouterr()
+
+
+def test_the_restarts_mosaic_and_learning_rate_reach_the_restart_only(tmp_path, monkeypatch, capsys):
+    """--then-close-mosaic and --then-lr0: the restart turns mosaic off for its last N epochs and
+    starts AdamW at the rate given, while the first cycle keeps ultralytics' own (mosaic off for
+    the last 10, 'auto' choosing AdamW at 0.002 for one class), so a plain first cycle is reused."""
+    from ultralytics.utils import callbacks
+
+    from models.training.crossval import main
+
+    monkeypatch.setenv("YOLO_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)
+    seen = []
+
+    def trained_with(trainer) -> None:
+        rates = {round(g["initial_lr"], 6) for g in trainer.optimizer.param_groups}
+        seen.append((trainer.args.close_mosaic, type(trainer.optimizer).__name__, rates))
+
+    on_start = callbacks.default_callbacks["on_train_start"]
+    monkeypatch.setitem(callbacks.default_callbacks, "on_train_start", [*on_start, trained_with])
+    plain = tmp_path / "cv"
+    assert main([*TINY, "--work", str(plain), "--only", "0"]) == 0
+    assert seen == [(10, "AdamW", {0.002})]
+    work = tmp_path / "cv-then"
+    restart = ["--then-epochs", "2", "--then-close-mosaic", "1", "--then-lr0", "0.0005", "--first-cycles", str(plain)]
+    assert main([*TINY, *restart, "--work", str(work), "--only", "0"]) == 0
+    assert seen[1:] == [(1, "AdamW", {0.0005})]  # only the restart trained here, with its own
+    settings = json.loads((work / "fold-0" / "result.json").read_text())["settings"]
+    assert (settings["then_close_mosaic"], settings["then_lr0"]) == (1, 0.0005)
+    capsys.readouterr()

@@ -757,6 +757,12 @@ def training_table(f: dict[str, Path]) -> list[tuple[str, list[str], str]]:
         ("train", ["--data", str(DATA), *out, "--then-epochs", "2", "--then-imgsz", "450"], "--then-imgsz"),
         ("train", ["--data", str(DATA), *out, "--then-scale", "0.25"], "--then-scale"),
         ("train", ["--data", str(DATA), *out, "--then-epochs", "2", "--then-scale", "1"], "--then-scale"),
+        ("train", ["--data", str(DATA), *out, "--then-close-mosaic", "5"], "--then-close-mosaic"),
+        ("train", ["--data", str(DATA), *out, "--then-epochs", "2", "--then-close-mosaic", "3"], "--then-close-mosaic"),
+        ("train", ["--data", str(DATA), *out, "--then-epochs", "2", "--then-close-mosaic", "-1"], "--then-close"),
+        ("train", ["--data", str(DATA), *out, "--then-lr0", "0.001"], "--then-lr0"),
+        ("train", ["--data", str(DATA), *out, "--then-epochs", "2", "--then-lr0", "0"], "--then-lr0"),
+        ("train", ["--data", str(DATA), *out, "--then-epochs", "2", "--then-lr0", "0.5"], "--then-lr0"),
         ("train", ["--data", str(DATA), *out, "--flipud", "1.5"], "--flipud"),
         ("train", ["--data", str(DATA), *out, "--first-cycle", str(f["tmp"])], "--first-cycle"),
         ("train", ["--data", str(DATA), *out, "--then-epochs", "2", "--first-cycle", str(f["tmp"])], "--first-cycle"),
@@ -784,6 +790,10 @@ def training_table(f: dict[str, Path]) -> list[tuple[str, list[str], str]]:
         ("crossval", ["--data", str(DATA), "--then-epochs", "2", "--then-imgsz", "-32"], "--then-imgsz"),
         ("crossval", [*two_folds, "--then-scale", "0.25"], "--then-scale"),
         ("crossval", ["--data", str(DATA), "--then-epochs", "2", "--then-scale", "-0.1"], "--then-scale"),
+        ("crossval", [*two_folds, "--then-close-mosaic", "5"], "--then-close-mosaic"),
+        ("crossval", [*two_folds, "--then-epochs", "2", "--then-close-mosaic", "3"], "--then-close-mosaic"),
+        ("crossval", [*two_folds, "--then-lr0", "0.001"], "--then-lr0"),
+        ("crossval", ["--data", str(DATA), "--then-epochs", "2", "--then-lr0", "nan"], "--then-lr0"),
         ("crossval", ["--data", str(DATA), "--flipud", "-0.1"], "--flipud"),
         ("crossval", ["--data", str(DATA), "--folds", "2", "--first-cycles", str(f["tmp"])], "--first-cycles"),
         ("crossval", [*two_folds, "--then-epochs", "2", "--first-cycles", str(f["tmp"])], "--first-cycles"),
@@ -817,7 +827,7 @@ def test_training_commands_refuse(training, files):
     table = training_table(files)
     for command, argv, named in table:
         assert_refused(training[command], argv, named)
-    assert len(table) == 68
+    assert len(table) == 78
 
 
 @PROPERTY

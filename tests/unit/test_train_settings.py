@@ -63,3 +63,29 @@ def test_a_restart_with_its_own_zoom_range_starts_from_the_plain_first_cycle(tmp
     the first cycle of a recipe that narrows it in the restart."""
     plain = finished_run(tmp_path / "plain")
     assert first_cycle_differs(plain, TrainSettings(then_epochs=70, then_scale=0.25)) is None
+
+
+def test_the_restarts_mosaic_and_learning_rate_are_recorded_only_when_set_and_are_not_the_first_cycles(tmp_path):
+    assert not {"then_close_mosaic", "then_lr0"} & set(TrainSettings(then_epochs=70).recorded())
+    restart = TrainSettings(then_epochs=70, then_close_mosaic=35, then_lr0=0.001)
+    assert restart.recorded()["then_close_mosaic"] == 35 and restart.recorded()["then_lr0"] == 0.001
+    assert TrainSettings(then_epochs=70, then_close_mosaic=0).recorded()["then_close_mosaic"] == 0  # mosaic to the end
+    assert restart.first_cycle().recorded() == TrainSettings().recorded()
+    assert first_cycle_differs(finished_run(tmp_path / "plain"), restart) is None  # a plain first cycle is reused
+
+
+def test_the_restart_trains_with_its_own_settings_and_otherwise_with_ultralytics_own():
+    """What reaches ultralytics for the restart: nothing for a plain recipe, so its runs match
+    the recorded ones, and a learning rate only with what 'auto' sets beside it (AdamW,
+    momentum 0.9, bias warm-up from 0), so that the rate is the one thing that differs."""
+    assert TrainSettings(then_epochs=70).restart_overrides() == {}
+    assert TrainSettings(then_epochs=70, then_scale=0.25, then_close_mosaic=35).restart_overrides() == {
+        "scale": 0.25,
+        "close_mosaic": 35,
+    }
+    assert TrainSettings(then_epochs=70, then_lr0=0.001).restart_overrides() == {
+        "optimizer": "AdamW",
+        "lr0": 0.001,
+        "momentum": 0.9,
+        "warmup_bias_lr": 0.0,
+    }
