@@ -55,6 +55,9 @@ class TrainSettings:
     # for a run this short (under 10,000 iterations), at 0.002 * 5 / (4 + classes) = 0.002 for
     # our one class (engine/trainer.py, build_optimizer). None: 'auto' itself.
     then_lr0: float | None = None
+    # The restart's optimiser (a key of RESTART_OPTIMIZERS), with its own rate, momentum and
+    # bias warm-up unless --then-lr0 sets the rate. None: 'auto' (AdamW for a run this short).
+    then_optimizer: str | None = None
 
     def recorded(self) -> dict:
         """The settings as cards, summaries and recipe keys record them.
@@ -66,14 +69,22 @@ class TrainSettings:
         for later in ("then_epochs", "then_imgsz", "flipud"):
             if not settings[later]:
                 del settings[later]
-        for restart_only in ("then_scale", "then_close_mosaic", "then_lr0"):
+        for restart_only in ("then_scale", "then_close_mosaic", "then_lr0", "then_optimizer"):
             if settings[restart_only] is None:
                 del settings[restart_only]
         return settings
 
     def first_cycle(self) -> TrainSettings:
         """The recipe without its restart: what a finished first cycle was trained with."""
-        return replace(self, then_epochs=0, then_imgsz=0, then_scale=None, then_close_mosaic=None, then_lr0=None)
+        return replace(
+            self,
+            then_epochs=0,
+            then_imgsz=0,
+            then_scale=None,
+            then_close_mosaic=None,
+            then_lr0=None,
+            then_optimizer=None,
+        )
 
     def restart_overrides(self) -> dict:
         """The ultralytics arguments the restart alone is trained with ({}: ultralytics' own)."""
@@ -82,10 +93,11 @@ class TrainSettings:
             overrides["scale"] = self.then_scale
         if self.then_close_mosaic is not None:
             overrides["close_mosaic"] = self.then_close_mosaic
-        if self.then_lr0 is not None:
-            # What 'auto' sets besides the optimiser and rate (momentum 0.9, bias warm-up from
-            # 0), so only the rate differs from the restart without this setting.
-            overrides.update(optimizer="AdamW", lr0=self.then_lr0, momentum=0.9, warmup_bias_lr=0.0)
+        if self.then_lr0 is not None or self.then_optimizer is not None:
+            name = self.then_optimizer or "AdamW"
+            rate, momentum, bias_warmup = RESTART_OPTIMIZERS[name]
+            rate = self.then_lr0 if self.then_lr0 is not None else rate
+            overrides.update(optimizer=name, lr0=rate, momentum=momentum, warmup_bias_lr=bias_warmup)
         return overrides
 
     @property
@@ -96,6 +108,25 @@ class TrainSettings:
     def export_imgsz(self) -> int:
         """The size the last cycle trained at: the exported input is sized from it."""
         return self.restart_imgsz if self.then_epochs else self.imgsz
+
+
+# The restart's optimisers, each as ultralytics trains with it: (initial rate, momentum, the
+# biases' starting rate in the warm-up). AdamW and MuSGD as 'auto' sets them for a run under and
+# over 10,000 iterations (0.002 for our one class, 0.01; momentum 0.9; bias warm-up from 0:
+# engine/trainer.py, build_optimizer, ultralytics 8.4.190); SGD as cfg/default.yaml trains COCO.
+RESTART_OPTIMIZERS: dict[str, tuple[float, float, float]] = {
+    "AdamW": (0.002, 0.9, 0.0),
+    "SGD": (0.01, 0.937, 0.1),
+    "MuSGD": (0.01, 0.9, 0.0),
+}
+
+
+def restart_optimizer(text: str) -> str:
+    """--then-optimizer: one of RESTART_OPTIMIZERS, in any case (as ultralytics takes them)."""
+    names = {name.lower(): name for name in RESTART_OPTIMIZERS}
+    if text.strip().lower() not in names:
+        raise argparse.ArgumentTypeError(f"{text[:40]!r}: one of {', '.join(RESTART_OPTIMIZERS)}")
+    return names[text.strip().lower()]
 
 
 def image_size(text: str) -> int:
@@ -131,6 +162,7 @@ RECIPE_TYPES = {
     "then_scale": zoom_range,
     "then_close_mosaic": non_negative_int,
     "then_lr0": learning_rate,
+    "then_optimizer": restart_optimizer,
 }
 RECIPE_OPTIONS = tuple(RECIPE_TYPES)
 
@@ -167,6 +199,8 @@ def recipe_from(args: argparse.Namespace) -> TrainSettings:
         )
     if settings.then_lr0 is not None and not settings.then_epochs:
         raise DatasetError("--then-lr0: only with --then-epochs (it is the restart's learning rate)")
+    if settings.then_optimizer is not None and not settings.then_epochs:
+        raise DatasetError("--then-optimizer: only with --then-epochs (it is the restart's optimiser)")
     return settings
 
 

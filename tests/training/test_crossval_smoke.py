@@ -330,3 +330,36 @@ def test_the_restarts_mosaic_and_learning_rate_reach_the_restart_only(tmp_path, 
     settings = json.loads((work / "fold-0" / "result.json").read_text())["settings"]
     assert (settings["then_close_mosaic"], settings["then_lr0"]) == (1, 0.0005)
     capsys.readouterr()
+
+
+def test_the_restarts_optimiser_reaches_the_restart_only(tmp_path, monkeypatch, capsys):
+    """--then-optimizer SGD: the restart trains with torch's SGD at ultralytics' 0.01 and momentum
+    0.937 (Nesterov), while the first cycle keeps 'auto's AdamW, so a plain first cycle is reused."""
+    from ultralytics.utils import callbacks
+
+    from models.training.crossval import main
+
+    monkeypatch.setenv("YOLO_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)
+    seen = []
+
+    def trained_with(trainer) -> None:
+        groups = trainer.optimizer.param_groups
+        seen.append(
+            (
+                type(trainer.optimizer).__name__,
+                {round(g["initial_lr"], 6) for g in groups},
+                {g.get("momentum", g.get("betas", (None,))[0]) for g in groups},
+            )
+        )
+
+    on_start = callbacks.default_callbacks["on_train_start"]
+    monkeypatch.setitem(callbacks.default_callbacks, "on_train_start", [*on_start, trained_with])
+    plain = tmp_path / "cv"
+    assert main([*TINY, "--work", str(plain), "--only", "0"]) == 0
+    work = tmp_path / "cv-sgd"
+    restart = ["--then-epochs", "2", "--then-optimizer", "sgd", "--first-cycles", str(plain)]
+    assert main([*TINY, *restart, "--work", str(work), "--only", "0"]) == 0
+    assert seen == [("AdamW", {0.002}, {0.9}), ("SGD", {0.01}, {0.937})]
+    assert json.loads((work / "fold-0" / "result.json").read_text())["settings"]["then_optimizer"] == "SGD"
+    capsys.readouterr()

@@ -7,11 +7,13 @@ check would let a first cycle of another recipe in silently.
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
+import pytest
 import yaml
 
-from models.training.train import TrainSettings, first_cycle_differs
+from models.training.train import TrainSettings, first_cycle_differs, restart_optimizer
 
 
 def finished_run(folder: Path, **trained) -> Path:
@@ -89,3 +91,28 @@ def test_the_restart_trains_with_its_own_settings_and_otherwise_with_ultralytics
         "momentum": 0.9,
         "warmup_bias_lr": 0.0,
     }
+
+
+def test_the_restarts_optimiser_trains_as_ultralytics_trains_with_it_and_takes_the_rate_given():
+    """--then-optimizer: SGD with ultralytics' COCO recipe (0.01, momentum 0.937, biases warming
+    up from 0.1), MuSGD as 'auto' sets it for long runs, and --then-lr0 replacing the rate alone;
+    the first cycle is the plain one, so its finished folds are reused."""
+    assert TrainSettings(then_epochs=70, then_optimizer="SGD").restart_overrides() == {
+        "optimizer": "SGD",
+        "lr0": 0.01,
+        "momentum": 0.937,
+        "warmup_bias_lr": 0.1,
+    }
+    assert TrainSettings(then_epochs=70, then_optimizer="MuSGD", then_lr0=0.005).restart_overrides() == {
+        "optimizer": "MuSGD",
+        "lr0": 0.005,
+        "momentum": 0.9,
+        "warmup_bias_lr": 0.0,
+    }
+    restart = TrainSettings(then_epochs=70, then_optimizer="SGD")
+    assert restart.recorded()["then_optimizer"] == "SGD" and "then_optimizer" not in TrainSettings().recorded()
+    assert restart.first_cycle().recorded() == TrainSettings().recorded()
+    assert [restart_optimizer(name) for name in ("sgd", " MuSGD", "adamw")] == ["SGD", "MuSGD", "AdamW"]
+    for wrong in ("Adam", "", "sgd2"):
+        with pytest.raises(argparse.ArgumentTypeError, match="one of AdamW, SGD, MuSGD"):
+            restart_optimizer(wrong)
