@@ -51,9 +51,10 @@ class TrainSettings:
     # The restart's last epochs without mosaic (ultralytics' close_mosaic): the photos the
     # detector is scored on are single tags, never mosaics. None: ultralytics' own (10).
     then_close_mosaic: int | None = None
-    # The restart's initial learning rate, with AdamW: the optimiser ultralytics' 'auto' picks
-    # for a run this short (under 10,000 iterations), at 0.002 * 5 / (4 + classes) = 0.002 for
-    # our one class (engine/trainer.py, build_optimizer). None: 'auto' itself.
+    # The restart's initial learning rate, with its optimiser (AdamW unless then_optimizer says
+    # otherwise: what ultralytics' 'auto' picks for a run this short, under 10,000 iterations,
+    # at 0.002 * 5 / (4 + classes) = 0.002 for our one class; engine/trainer.py,
+    # build_optimizer). None: the optimiser's own rate in RESTART_OPTIMIZERS.
     then_lr0: float | None = None
     # The restart's optimiser (a key of RESTART_OPTIMIZERS), with its own rate, momentum and
     # bias warm-up unless --then-lr0 sets the rate. None: 'auto' (AdamW for a run this short).
