@@ -167,3 +167,51 @@ def write_yolo_dataset(train: list[Sample], val: list[Sample], names: list[str],
         )
     )
     return data_yaml
+
+
+def box_outline_line(line: str) -> str:
+    """A YOLO box line ``c cx cy w h`` as the same box's outline, a four-corner polygon.
+
+    ultralytics keeps a detection label's polygon as the object's segment and takes its box
+    from the polygon's extent, so the box is unchanged; copy-paste (its ``copy_paste``) pastes
+    only objects that have a segment (data/augment.py, CopyPaste.__call__, 8.4.190).
+    """
+    cls, cx, cy, w, h = line.split()
+    left, top, right, bottom = (
+        float(cx) - float(w) / 2,
+        float(cy) - float(h) / 2,
+        float(cx) + float(w) / 2,
+        float(cy) + float(h) / 2,
+    )
+    corners = (left, top, right, top, right, bottom, left, bottom)
+    return " ".join([cls, *(f"{min(max(v, 0.0), 1.0):.6f}" for v in corners)])
+
+
+def with_box_outlines(data_yaml: Path, out_dir: Path) -> Path:
+    """A copy of the YOLO data set at ``data_yaml`` whose labels are box outlines; its data yaml path.
+
+    The photos are hard links (a copy where the file system refuses one), so the copy costs
+    only its label files. Rewritten every time: the labels follow the data set they copy.
+    """
+    import yaml
+
+    spec = yaml.safe_load(data_yaml.read_text())
+    source = Path(spec["path"])
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    for photo in sorted((source / "images").rglob("*")):
+        if photo.is_file():
+            target = out_dir / photo.relative_to(source)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                target.hardlink_to(photo)
+            except OSError:
+                shutil.copy2(photo, target)
+    for labels in sorted((source / "labels").rglob("*.txt")):
+        target = out_dir / labels.relative_to(source)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        lines = [box_outline_line(line) for line in labels.read_text().splitlines() if line.strip()]
+        target.write_text("\n".join(lines))
+    outlined = out_dir / "data.yaml"
+    outlined.write_text(yaml.safe_dump({**spec, "path": str(out_dir.resolve())}))
+    return outlined

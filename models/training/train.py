@@ -59,6 +59,12 @@ class TrainSettings:
     # The restart's optimiser (a key of RESTART_OPTIMIZERS), with its own rate, momentum and
     # bias warm-up unless --then-lr0 sets the rate. None: 'auto' (AdamW for a run this short).
     then_optimizer: str | None = None
+    # The restart's copy-paste (ultralytics' copy_paste, its 'flip' mode): this fraction of a
+    # training mosaic's scratches is pasted again, with the photo around them, at the mirrored
+    # place, where it overlaps no other scratch. More scratches per photo, each on real metal.
+    # The restart then trains on the data set with its boxes as outlines (with_box_outlines),
+    # since ultralytics pastes only objects with an outline. None: no copy-paste (its own 0).
+    then_copy_paste: float | None = None
 
     def recorded(self) -> dict:
         """The settings as cards, summaries and recipe keys record them.
@@ -70,7 +76,7 @@ class TrainSettings:
         for later in ("then_epochs", "then_imgsz", "flipud"):
             if not settings[later]:
                 del settings[later]
-        for restart_only in ("then_scale", "then_close_mosaic", "then_lr0", "then_optimizer"):
+        for restart_only in RESTART_ONLY:
             if settings[restart_only] is None:
                 del settings[restart_only]
         return settings
@@ -85,6 +91,7 @@ class TrainSettings:
             then_close_mosaic=None,
             then_lr0=None,
             then_optimizer=None,
+            then_copy_paste=None,
         )
 
     def restart_overrides(self) -> dict:
@@ -99,6 +106,8 @@ class TrainSettings:
             rate, momentum, bias_warmup = RESTART_OPTIMIZERS[name]
             rate = self.then_lr0 if self.then_lr0 is not None else rate
             overrides.update(optimizer=name, lr0=rate, momentum=momentum, warmup_bias_lr=bias_warmup)
+        if self.then_copy_paste is not None:
+            overrides["copy_paste"] = self.then_copy_paste
         return overrides
 
     @property
@@ -110,6 +119,9 @@ class TrainSettings:
         """The size the last cycle trained at: the exported input is sized from it."""
         return self.restart_imgsz if self.then_epochs else self.imgsz
 
+
+# Restart-only settings: recorded only when set, so earlier recipes keep their keys.
+RESTART_ONLY = ("then_scale", "then_close_mosaic", "then_lr0", "then_optimizer", "then_copy_paste")
 
 # The restart's optimisers, each as ultralytics trains with it: (initial rate, momentum, the
 # biases' starting rate in the warm-up). AdamW and MuSGD as 'auto' sets them for a run under and
@@ -164,6 +176,7 @@ RECIPE_TYPES = {
     "then_close_mosaic": non_negative_int,
     "then_lr0": learning_rate,
     "then_optimizer": restart_optimizer,
+    "then_copy_paste": chance,
 }
 RECIPE_OPTIONS = tuple(RECIPE_TYPES)
 
@@ -202,6 +215,8 @@ def recipe_from(args: argparse.Namespace) -> TrainSettings:
         raise DatasetError("--then-lr0: only with --then-epochs (it is the restart's learning rate)")
     if settings.then_optimizer is not None and not settings.then_epochs:
         raise DatasetError("--then-optimizer: only with --then-epochs (it is the restart's optimiser)")
+    if settings.then_copy_paste is not None and not settings.then_epochs:
+        raise DatasetError("--then-copy-paste: only with --then-epochs (it is the restart's copy-paste)")
     return settings
 
 
@@ -262,6 +277,10 @@ def train(
         data_yaml, work_dir / "run", settings, settings.epochs, settings.imgsz, None, {}, validate, resume
     )
     if settings.then_epochs:
+        if settings.then_copy_paste:
+            from .dataset import with_box_outlines
+
+            data_yaml = with_box_outlines(data_yaml, work_dir / "dataset-outlined")
         weights = _cycle(
             data_yaml,
             work_dir / "run-then",

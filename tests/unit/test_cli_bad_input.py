@@ -765,6 +765,8 @@ def training_table(f: dict[str, Path]) -> list[tuple[str, list[str], str]]:
         ("train", ["--data", str(DATA), *out, "--then-epochs", "2", "--then-lr0", "0.5"], "--then-lr0"),
         ("train", ["--data", str(DATA), *out, "--then-optimizer", "SGD"], "--then-optimizer"),
         ("train", ["--data", str(DATA), *out, "--then-epochs", "2", "--then-optimizer", "Adam"], "--then-optimizer"),
+        ("train", ["--data", str(DATA), *out, "--then-copy-paste", "0.5"], "--then-copy-paste"),
+        ("train", ["--data", str(DATA), *out, "--then-epochs", "2", "--then-copy-paste", "1.5"], "--then-copy-paste"),
         ("train", ["--data", str(DATA), *out, "--flipud", "1.5"], "--flipud"),
         ("train", ["--data", str(DATA), *out, "--first-cycle", str(f["tmp"])], "--first-cycle"),
         ("train", ["--data", str(DATA), *out, "--then-epochs", "2", "--first-cycle", str(f["tmp"])], "--first-cycle"),
@@ -798,6 +800,8 @@ def training_table(f: dict[str, Path]) -> list[tuple[str, list[str], str]]:
         ("crossval", ["--data", str(DATA), "--then-epochs", "2", "--then-lr0", "nan"], "--then-lr0"),
         ("crossval", [*two_folds, "--then-optimizer", "musgd"], "--then-optimizer"),
         ("crossval", ["--data", str(DATA), "--then-epochs", "2", "--then-optimizer", ""], "--then-optimizer"),
+        ("crossval", [*two_folds, "--then-copy-paste", "0.5"], "--then-copy-paste"),
+        ("crossval", ["--data", str(DATA), "--then-epochs", "2", "--then-copy-paste", "half"], "--then-copy-paste"),
         ("crossval", ["--data", str(DATA), "--flipud", "-0.1"], "--flipud"),
         ("crossval", ["--data", str(DATA), "--folds", "2", "--first-cycles", str(f["tmp"])], "--first-cycles"),
         ("crossval", [*two_folds, "--then-epochs", "2", "--first-cycles", str(f["tmp"])], "--first-cycles"),
@@ -831,7 +835,7 @@ def test_training_commands_refuse(training, files):
     table = training_table(files)
     for command, argv, named in table:
         assert_refused(training[command], argv, named)
-    assert len(table) == 82
+    assert len(table) == 86
 
 
 @PROPERTY

@@ -116,3 +116,50 @@ def test_the_restarts_optimiser_trains_as_ultralytics_trains_with_it_and_takes_t
     for wrong in ("Adam", "", "sgd2"):
         with pytest.raises(argparse.ArgumentTypeError, match="one of AdamW, SGD, MuSGD"):
             restart_optimizer(wrong)
+
+
+def test_the_restarts_copy_paste_is_the_restarts_alone_and_recorded_only_when_set(tmp_path):
+    """--then-copy-paste: ultralytics' copy_paste for the restart; the first cycle is the plain
+    one, so its finished folds are reused, and earlier recipes keep their keys."""
+    restart = TrainSettings(then_epochs=70, then_copy_paste=0.5)
+    assert restart.restart_overrides() == {"copy_paste": 0.5}
+    assert restart.recorded()["then_copy_paste"] == 0.5
+    assert "then_copy_paste" not in TrainSettings(then_epochs=70).recorded()
+    assert restart.first_cycle().recorded() == TrainSettings().recorded()
+    assert first_cycle_differs(finished_run(tmp_path / "plain"), restart) is None
+
+
+def test_a_box_outline_spans_exactly_its_box_and_stays_on_the_photo():
+    """The outline's extent is the box ultralytics derives from it (segments2boxes): the labels
+    the restart learns are the same boxes; a box touching the edge keeps its corners on the photo."""
+    from models.training.dataset import box_outline_line
+
+    cls, *corners = box_outline_line("0 0.450000 0.521667 0.077778 0.450000").split()
+    xs, ys = [float(v) for v in corners[0::2]], [float(v) for v in corners[1::2]]
+    assert cls == "0" and len(xs) == 4
+    assert (min(xs), max(xs)) == pytest.approx((0.411111, 0.488889), abs=2e-6)
+    assert (min(ys), max(ys)) == pytest.approx((0.296667, 0.746667), abs=2e-6)
+    edge = [float(v) for v in box_outline_line("0 0.02 0.99 0.1 0.1").split()[1:]]
+    assert min(edge) == 0.0 and max(edge) == 1.0
+
+
+def test_the_outlined_copy_has_the_same_photos_and_one_outline_per_box(tmp_path):
+    from models.training.dataset import Box, Sample, with_box_outlines, write_yolo_dataset
+
+    photos = []
+    for name, boxes in (("a", (Box(10, 20, 30, 40), Box(50, 5, 10, 10))), ("b", ())):
+        path = tmp_path / "src" / f"{name}.jpg"
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(b"jpeg " + name.encode())
+        photos.append(Sample(path, 100, 80, boxes))
+    plain = write_yolo_dataset(photos, photos[:1], ["scratch"], tmp_path / "plain")
+    outlined = with_box_outlines(plain, tmp_path / "outlined")
+    spec = yaml.safe_load(outlined.read_text())
+    assert Path(spec["path"]) == (tmp_path / "outlined").resolve() and spec["names"] == {0: "scratch"}
+    for split in ("train", "val"):
+        for photo in (tmp_path / "plain" / "images" / split).iterdir():
+            assert (tmp_path / "outlined" / "images" / split / photo.name).read_bytes() == photo.read_bytes()
+    lines = (tmp_path / "outlined" / "labels" / "train" / "a.txt").read_text().splitlines()
+    assert [len(line.split()) for line in lines] == [9, 9]
+    assert (tmp_path / "outlined" / "labels" / "train" / "b.txt").read_text() == ""
+    assert with_box_outlines(plain, tmp_path / "outlined") == outlined  # rewritten, not refused
