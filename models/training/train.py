@@ -83,16 +83,7 @@ class TrainSettings:
 
     def first_cycle(self) -> TrainSettings:
         """The recipe without its restart: what a finished first cycle was trained with."""
-        return replace(
-            self,
-            then_epochs=0,
-            then_imgsz=0,
-            then_scale=None,
-            then_close_mosaic=None,
-            then_lr0=None,
-            then_optimizer=None,
-            then_copy_paste=None,
-        )
+        return replace(self, then_epochs=0, then_imgsz=0, **dict.fromkeys(RESTART_ONLY))
 
     def restart_overrides(self) -> dict:
         """The ultralytics arguments the restart alone is trained with ({}: ultralytics' own)."""
