@@ -11,7 +11,9 @@ then scored on its own held-out photos, at the cross-validation's threshold, and
 as crossval summarises. Nothing is chosen on the held-out photos: a lever is kept only if a
 user would pick it for all folds at once. ``--flip`` (test-time mirroring) and
 ``--average-with`` (an ensemble with another crossval's fold models of the same folds) price
-levers that would cost the served model twice its compute.
+levers that would cost the served model twice its compute. ``--soup-with`` (other restarts of
+the same first cycles, their weights averaged with these fold by fold: ``soup.py``) costs one
+model's compute.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from cli_values import probability  # scripts/, on the path via models/training/
 from .crossval import SERVED_IOU, VARIANTS, predictions_of, read_summary, recipe_key, summarise, table
 from .dataset import DatasetError, Sample, folds_by_photograph, load_coco
 from .evaluate import truth_boxes
+from .soup import restarted_from, soup_weights
 from .train import TrainSettings
 
 
@@ -51,15 +54,22 @@ def rescore_fold(
     iou,
     flip: bool = False,
     partner: Path | None = None,
+    soup: tuple[tuple[Path, dict], ...] = (),
 ) -> dict:
-    """One fold's predictions at the new settings, in crossval's result layout."""
+    """One fold's predictions at the new settings, in crossval's result layout. ``soup``: other
+    crossvals' work folders and settings, whose fold weights are averaged with this one's."""
     fold_dir = work / f"fold-{index}"
-    if size:
+    if size or soup:
         from .quantize import quantize
         from .train import export_onnx, input_hw
 
+        weights = fold_weights(fold_dir, settings)
+        if soup:
+            ingredients = [weights, *(fold_weights(w / f"fold-{index}", s) for w, s in soup)]
+            weights = soup_weights(ingredients, out / "soup.pt")
+        size = size or TrainSettings(**settings).export_imgsz
         hw = input_hw(size, train_set[0].width, train_set[0].height)
-        fp32 = export_onnx(fold_weights(fold_dir, settings), out / "model-fp32.onnx", hw)
+        fp32 = export_onnx(weights, out / "model-fp32.onnx", hw)
         int8 = quantize(fp32, out / "model-int8.onnx", [s.path for s in train_set], out / "quant")
         models = {"fp32": fp32, "int8": int8}
     else:
@@ -72,17 +82,23 @@ def rescore_fold(
     }
 
 
+def same_folds(option: str, path: Path, other: dict, cv: dict, samples: list[Sample]) -> None:
+    """Refuse (DatasetError, one line naming ``option``) another finished crossval (``other``,
+    read from ``path``) whose folds hold other photos than ``cv``'s."""
+    if (other["folds"], other["fold_seed"]) != (cv["folds"], cv["fold_seed"]):
+        raise DatasetError(
+            f"{option} {path}: {other['folds']} folds of fold seed {other['fold_seed']}, "
+            f"not the {cv['folds']} of fold seed {cv['fold_seed']} of --cv: its folds hold other photos"
+        )
+    if recipe_key(other["settings"], other["folds"], other["fold_seed"], samples) != other["key"]:
+        raise DatasetError(f"{option} {path}: cross-validated on other photos than --data")
+
+
 def averaging_partner(path: Path, other: dict, cv: dict, samples: list[Sample]) -> Path:
     """--average-with: another finished crossval (``other``, read from ``path``) of the same photos
     and folds, whose fold models are averaged with these; its work folder. One line
     (DatasetError) otherwise."""
-    if (other["folds"], other["fold_seed"]) != (cv["folds"], cv["fold_seed"]):
-        raise DatasetError(
-            f"--average-with {path}: {other['folds']} folds of fold seed {other['fold_seed']}, "
-            f"not the {cv['folds']} of fold seed {cv['fold_seed']} of --cv: its folds hold other photos"
-        )
-    if recipe_key(other["settings"], other["folds"], other["fold_seed"], samples) != other["key"]:
-        raise DatasetError(f"--average-with {path}: cross-validated on other photos than --data")
+    same_folds("--average-with", path, other, cv, samples)
     missing = [
         str(m)
         for i in range(cv["folds"])
@@ -92,6 +108,25 @@ def averaging_partner(path: Path, other: dict, cv: dict, samples: list[Sample]) 
     if missing:
         raise DatasetError(f"--average-with {path}: fold models missing: {', '.join(missing)}")
     return path.parent
+
+
+def soup_ingredient(path: Path, other: dict, cv: dict, cv_path: Path, samples: list[Sample]) -> tuple[Path, dict]:
+    """--soup-with: another finished crossval (``other``, read from ``path``) whose every fold
+    restarted from the very first-cycle weights ``cv``'s fold did (weights averaged across other
+    starting points need not make a model); its work folder and settings. One line
+    (DatasetError) otherwise."""
+    same_folds("--soup-with", path, other, cv, samples)
+    for name, summary in ((path, other), (cv_path, cv)):
+        if not summary["settings"].get("then_epochs"):
+            raise DatasetError(f"--soup-with: {name} has no restart (--then-epochs); a soup averages restarts")
+    for i in range(cv["folds"]):
+        ours, theirs = (p.parent / f"fold-{i}" / "run-then" for p in (cv_path, path))
+        if restarted_from(ours) != restarted_from(theirs):
+            raise DatasetError(
+                f"--soup-with {path}: fold {i} restarted from {restarted_from(theirs)}, "
+                f"not from {restarted_from(ours)} as --cv's did; only restarts of one first cycle are averaged"
+            )
+    return path.parent, other["settings"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -115,17 +150,30 @@ def main(argv: list[str] | None = None) -> int:
         help="an ensemble: another crossval's cv.json of the same photos and folds, whose fold models' "
         "raw outputs are averaged with these before the decode (e.g. the first cycle of a restart)",
     )
+    p.add_argument(
+        "--soup-with",
+        type=Path,
+        nargs="+",
+        default=[],
+        metavar="CV",
+        help="a model soup: other crossvals' cv.json whose folds restarted from the same first cycles "
+        "as --cv's; each fold's restart weights are averaged with theirs, then exported and quantised",
+    )
     args = p.parse_args(argv)
     try:
         folder_problem(args.out, "--out")
         if args.average_with and args.input_size:
             raise DatasetError("--average-with: the folds' own models only, not with --input-size")
+        if args.average_with and args.soup_with:
+            raise DatasetError("--average-with: the folds' own models only, not with --soup-with")
         cv = read_summary(args.cv)
         other = read_summary(args.average_with, "--average-with") if args.average_with else None
+        ingredients = [(path, read_summary(path, "--soup-with")) for path in args.soup_with]
         samples, _ = load_coco(args.data)
         if recipe_key(cv["settings"], cv["folds"], cv["fold_seed"], samples) != cv["key"]:
             raise DatasetError(f"--data {args.data}: not the photos {args.cv} was cross-validated on")
         partner = averaging_partner(args.average_with, other, cv, samples) if other else None
+        soup = tuple(soup_ingredient(path, summary, cv, args.cv, samples) for path, summary in ingredients)
         folds = folds_by_photograph(samples, cv["folds"], cv["fold_seed"])
         work = args.cv.parent
         results = []
@@ -136,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"fold {i}: scoring {len(test_set)} held-out photos", file=sys.stderr)
             size, iou = args.input_size, args.nms_iou
             settings, flip = cv["settings"], args.flip
-            results.append(rescore_fold(i, work, train_set, test_set, settings, size, out, iou, flip, partner))
+            results.append(rescore_fold(i, work, train_set, test_set, settings, size, out, iou, flip, partner, soup))
     except (DatasetError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -149,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         "nms_iou": args.nms_iou,
         "flip": args.flip,
         "average_with": str(args.average_with) if args.average_with else None,
+        "soup_with": [str(path) for path in args.soup_with],
         "threshold": cv["threshold"],
         **summarise(results, truths, cv["threshold"]),
     }

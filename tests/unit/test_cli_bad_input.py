@@ -822,6 +822,9 @@ def training_table(f: dict[str, Path]) -> list[tuple[str, list[str], str]]:
         ("rescore", [*rescore_base, "--average-with", str(f["tmp"] / "nosuch.json")], "--average-with"),
         ("rescore", [*rescore_base, "--average-with", str(f["text"])], "--average-with"),
         ("rescore", [*rescore_base, "--average-with", str(summary), "--input-size", "448"], "--average-with"),
+        ("rescore", [*rescore_base, "--soup-with", str(f["tmp"] / "nosuch.json")], "--soup-with"),
+        ("rescore", [*rescore_base, "--soup-with", str(f["text"])], "--soup-with"),
+        ("rescore", [*rescore_base, "--soup-with", str(summary), "--average-with", str(summary)], "--average-with"),
         ("rescore", ["--cv", str(f["tmp"] / "nosuch.json"), "--data", str(DATA), "--out", str(f["tmp"])], "--cv"),
         ("rescore", ["--cv", str(f["text"]), "--data", str(DATA), "--out", str(f["tmp"] / "o")], "--cv"),
         ("rescore", ["--cv", str(cv_list), "--data", str(DATA), "--out", str(f["tmp"] / "o")], "--cv"),
@@ -835,7 +838,7 @@ def test_training_commands_refuse(training, files):
     table = training_table(files)
     for command, argv, named in table:
         assert_refused(training[command], argv, named)
-    assert len(table) == 86
+    assert len(table) == 89
 
 
 @PROPERTY
